@@ -1,0 +1,19 @@
+"""Bounds on every request field: each rejection names the field and the limit (400)."""
+
+from __future__ import annotations
+
+import os
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+MAX_PROMPT_CHARS = _int("ASKDB_MAX_PROMPT_CHARS", 32_000)
+MAX_NEW_TOKENS = _int("ASKDB_MAX_NEW_TOKENS", 2048)
+MAX_STOP_STRINGS = 4
+MAX_STOP_CHARS = 64
+MAX_EMBED_TEXTS = _int("ASKDB_MAX_EMBED_TEXTS", 256)
+MAX_EMBED_TEXT_CHARS = _int("ASKDB_MAX_EMBED_TEXT_CHARS", 8_000)
+# The API service waits on runners; its own timeout must cover a full LLM batch plus queueing.
+REQUEST_TIMEOUT_S = _int("ASKDB_REQUEST_TIMEOUT_S", 600)

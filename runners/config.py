@@ -1,0 +1,30 @@
+"""Runner tunables, read from the environment when a runner process imports its module.
+
+Defaults and the reasons for them are in runners/README.md; GPU values come from bench/gpu.
+"""
+
+from __future__ import annotations
+
+import os
+
+from models.defaults import DEFAULT_EMBED_TAG, DEFAULT_LLM_TAG
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+LLM_MODEL = os.environ.get("ASKDB_LLM_MODEL", DEFAULT_LLM_TAG)
+EMBED_MODEL = os.environ.get("ASKDB_EMBED_MODEL", DEFAULT_EMBED_TAG)
+
+# Generation takes seconds, so the batcher may hold a request a while to fill a batch; 16 rows keep
+# a 2-core CPU busy without stretching one call past the request timeout.
+LLM_MAX_BATCH_SIZE = _int("ASKDB_LLM_MAX_BATCH_SIZE", 16)
+LLM_MAX_LATENCY_MS = _int("ASKDB_LLM_MAX_LATENCY_MS", 300_000)
+EMBED_MAX_BATCH_SIZE = _int("ASKDB_EMBED_MAX_BATCH_SIZE", 64)
+EMBED_MAX_LATENCY_MS = _int("ASKDB_EMBED_MAX_LATENCY_MS", 10_000)
+
+# LLM calls are long: BentoML's 60 s default would cut off a busy batch.
+LLM_TIMEOUT_S = _int("ASKDB_LLM_TIMEOUT_S", 600)
+EMBED_TIMEOUT_S = _int("ASKDB_EMBED_TIMEOUT_S", 60)
+WORKERS = _int("ASKDB_RUNNER_WORKERS", 1)

@@ -1,0 +1,183 @@
+"""Batched generation with per-request parameters, on top of transformers' `generate`.
+
+`generate` takes one configuration per batch; askdb batches requests from different users, so the
+per-request parts (token budget, stop strings, EOS, temperature, top-p) are enforced row by row with
+a StoppingCriteria and a LogitsProcessor that transformers calls at every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers import GenerationConfig, LogitsProcessor, StoppingCriteria
+
+from runners import device as device_mod
+from runners.schemas import GenRequest, GenResult
+
+
+class RowStop(StoppingCriteria):
+    """Marks each row done on its own EOS, token budget or stop string, and remembers why."""
+
+    def __init__(self, prompt_width: int, reqs: list[GenRequest], eos_ids: set[int], tokenizer: Any):
+        self.prompt_width = prompt_width
+        self.budgets = [r.max_new_tokens for r in reqs]
+        self.stops = [r.stop for r in reqs]
+        self.ignore_eos = [r.ignore_eos for r in reqs]
+        # stop strings are matched on a tail window wide enough to hold the longest one
+        self.windows = [max((len(s) for s in r.stop), default=0) + 2 for r in reqs]
+        self.eos_ids = eos_ids
+        self.tokenizer = tokenizer
+        self.lengths: list[int | None] = [None] * len(reqs)
+        self.reasons: list[str] = ["length"] * len(reqs)
+
+    def _finish(self, row: int, length: int, reason: str) -> None:
+        self.lengths[row], self.reasons[row] = length, reason
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        generated = input_ids.shape[1] - self.prompt_width
+        last = input_ids[:, -1].tolist()
+        for row, token in enumerate(last):
+            if self.lengths[row] is not None:
+                continue
+            if token in self.eos_ids and not self.ignore_eos[row]:
+                self._finish(row, generated - 1, "stop")
+            elif self.stops[row] and self._hit_stop(input_ids[row], row, generated):
+                self._finish(row, generated, "stop")
+            elif generated >= self.budgets[row]:
+                self._finish(row, generated, "length")
+        done = [length is not None for length in self.lengths]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    def _hit_stop(self, ids: torch.Tensor, row: int, generated: int) -> bool:
+        tail = ids[-min(generated, self.windows[row]) :]
+        text = self.tokenizer.decode(tail, skip_special_tokens=True)
+        return any(s in text for s in self.stops[row])
+
+
+class RowSampling(LogitsProcessor):
+    """Greedy rows keep only their argmax; sampled rows get their own temperature and top-p."""
+
+    def __init__(self, reqs: list[GenRequest]):
+        self.temps = [r.temperature for r in reqs]
+        self.top_ps = [r.top_p for r in reqs]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        out = torch.full_like(scores, float("-inf"))
+        for row, (temp, top_p) in enumerate(zip(self.temps, self.top_ps, strict=True)):
+            if temp == 0.0:
+                best = scores[row].argmax()
+                out[row, best] = 0.0
+                continue
+            logits = scores[row] / temp
+            if top_p < 1.0:
+                sorted_logits, order = logits.sort(descending=True)
+                cum = sorted_logits.softmax(-1).cumsum(-1)
+                drop = cum - sorted_logits.softmax(-1) > top_p  # keep the token that crosses top_p
+                logits = logits.scatter(0, order[drop], float("-inf"))
+            out[row] = logits
+        return out
+
+
+@dataclass
+class Generator:
+    model: Any
+    tokenizer: Any
+    device: torch.device
+    context_length: int
+
+    @classmethod
+    def load(cls, path: str | Path) -> Generator:
+        device, dtype = device_mod.pick()
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the real last token
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        context = int(getattr(model.config, "max_position_embeddings", 2048))
+        return cls(model, tokenizer, device, context)
+
+    @property
+    def eos_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id
+        if ids is None:
+            ids = self.tokenizer.eos_token_id
+        return set(ids) if isinstance(ids, list) else {ids}
+
+    def render(self, req: GenRequest) -> str:
+        if req.messages is not None:
+            msgs = [m.model_dump() for m in req.messages]
+            return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return req.prompt or ""
+
+    def _check(self, n_prompt: int, req: GenRequest) -> str | None:
+        if n_prompt == 0:
+            return "prompt is empty"
+        if n_prompt + req.max_new_tokens > self.context_length:
+            return (
+                f"prompt has {n_prompt} tokens; with max_new_tokens={req.max_new_tokens} that exceeds "
+                f"the model's context of {self.context_length} tokens"
+            )
+        return None
+
+    @torch.inference_mode()
+    def generate(self, reqs: list[GenRequest]) -> list[GenResult]:
+        texts = [self.render(r) for r in reqs]
+        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        results: list[GenResult | None] = [None] * len(reqs)
+        ok: list[int] = []
+        for i, (req, toks) in enumerate(zip(reqs, ids, strict=True)):
+            problem = self._check(len(toks), req)
+            if problem:
+                results[i] = GenResult(
+                    text="", finish_reason="error", prompt_tokens=len(toks), completion_tokens=0, error=problem
+                )
+            else:
+                ok.append(i)
+        if ok:
+            for i, result in zip(ok, self._run([reqs[i] for i in ok], [ids[i] for i in ok]), strict=True):
+                results[i] = result
+        return [r for r in results if r is not None]
+
+    def _run(self, reqs: list[GenRequest], ids: list[list[int]]) -> list[GenResult]:
+        batch = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(self.device)
+        width = batch["input_ids"].shape[1]
+        stop = RowStop(width, reqs, self.eos_ids, self.tokenizer)
+        sample = any(r.temperature > 0 for r in reqs)
+        seeds = [r.seed for r in reqs if r.seed is not None]
+        if sample and seeds:
+            torch.manual_seed(seeds[0])  # best effort, as OpenAI documents for `seed`
+        config = GenerationConfig(
+            max_new_tokens=max(r.max_new_tokens for r in reqs),
+            do_sample=sample,
+            temperature=1.0,
+            top_k=0 if sample else None,
+            top_p=1.0,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=None,  # EOS is per row (RowStop), so ignore_eos can hold inside a batch
+        )
+        out = self.model.generate(
+            **batch,
+            generation_config=config,
+            stopping_criteria=[stop],
+            logits_processor=[RowSampling(reqs)] if sample else None,
+        )
+        results = []
+        for row, req in enumerate(reqs):
+            n = stop.lengths[row] if stop.lengths[row] is not None else out.shape[1] - width
+            text = self.tokenizer.decode(out[row, width : width + n], skip_special_tokens=True)
+            cut = [text.index(s) for s in req.stop if s in text]
+            if cut:
+                text = text[: min(cut)]
+            results.append(
+                GenResult(
+                    text=text,
+                    finish_reason=stop.reasons[row],  # type: ignore[arg-type]
+                    prompt_tokens=len(ids[row]),
+                    completion_tokens=n,
+                )
+            )
+        return results

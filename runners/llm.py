@@ -1,0 +1,47 @@
+"""The LLM runner: one stored causal LM behind a batchable BentoML API.
+
+Serve alone with `bentoml serve runners.llm:LLM`; the model tag is ASKDB_LLM_MODEL.
+"""
+
+from __future__ import annotations
+
+import bentoml
+
+from runners import config
+from runners.generation import Generator
+from runners.schemas import GenRequest, GenResult, ModelInfo
+
+
+@bentoml.service(
+    name="askdb-llm",
+    resources={"gpu": 1},
+    workers=config.WORKERS,
+    traffic={"timeout": config.LLM_TIMEOUT_S},
+    labels={"component": "llm-runner", "owner": "askdb"},
+)
+class LLM:
+    model = bentoml.models.BentoModel(config.LLM_MODEL)
+
+    def __init__(self) -> None:
+        self.engine = Generator.load(self.model.path)
+        self.meta = self.model.info.metadata
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=config.LLM_MAX_BATCH_SIZE,
+        max_latency_ms=config.LLM_MAX_LATENCY_MS,
+    )
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        return self.engine.generate(requests)
+
+    @bentoml.api
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            tag=str(self.model.tag),
+            task="text-generation",
+            architecture=str(self.meta.get("architecture", "")),
+            device=str(self.engine.device),
+            dtype=str(self.engine.model.dtype).removeprefix("torch."),
+            context_length=self.engine.context_length,
+            max_batch_size=config.LLM_MAX_BATCH_SIZE,
+        )

@@ -1,0 +1,44 @@
+"""Request and result types the runners batch over; the service and the OpenAI layer reuse them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class GenRequest(BaseModel):
+    """One generation request; a batch holds many, each with its own parameters."""
+
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    max_new_tokens: int = Field(128, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: list[str] = Field(default_factory=list)
+    seed: int | None = None
+    ignore_eos: bool = False  # benchmarks: generate exactly max_new_tokens
+
+
+class GenResult(BaseModel):
+    text: str
+    finish_reason: Literal["stop", "length", "error"]
+    prompt_tokens: int
+    completion_tokens: int
+    error: str | None = None  # set, with finish_reason "error", when this request alone was rejected
+
+
+class ModelInfo(BaseModel):
+    tag: str
+    task: str
+    architecture: str
+    device: str
+    dtype: str
+    context_length: int
+    max_batch_size: int
+    dim: int | None = None

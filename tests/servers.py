@@ -1,0 +1,97 @@
+"""Start real servers for tests: `bentoml serve` processes on free ports, polled until ready."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BENTOML = str(Path(sys.executable).with_name("bentoml"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 300.0) -> None:
+    """Poll GET {url}/readyz until 200; fail early if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)  # poll interval, not a guess at readiness
+    raise TimeoutError(f"{url} not ready after {timeout:.0f}s")
+
+
+class BentoServer:
+    """`bentoml serve TARGET` in its own process group, with env overrides and a log file."""
+
+    def __init__(self, target: str = "service:AskDB", *, port: int | None = None, env: dict | None = None,
+                 log: Path | None = None, cwd: Path = ROOT, args: list[str] | None = None) -> None:
+        self.target, self.port, self.cwd = target, port or free_port(), cwd
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.log_path = log or Path(os.environ.get("TMPDIR", "/tmp")) / f"askdb-serve-{self.port}.log"
+        self.args = args or []
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 300.0) -> BentoServer:
+        cmd = [BENTOML, "serve", self.target, "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_ready(self.url, self.proc, timeout)
+        except Exception:
+            self.stop()
+            raise RuntimeError(f"{self.target} failed to start; log tail:\n{self.log_tail()}") from None
+        return self
+
+    def log_tail(self, n: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def signal(self, sig: int) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.proc is None:
+            return None
+        self.signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> BentoServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def serving(target: str = "service:AskDB", **kwargs) -> Iterator[BentoServer]:
+    server = BentoServer(target, **kwargs)
+    with server:
+        yield server
