@@ -1,0 +1,281 @@
+"""Guard step: only one read-only query reaches a database, with a bounded LIMIT.
+
+The SQL is parsed with sqlglot in the target dialect and rendered again from the syntax tree (without
+comments), so what runs is exactly what was checked. Accepted: one SELECT, WITH ... SELECT or set
+operation (UNION / INTERSECT / EXCEPT). Refused: everything else, and inside an accepted query any
+data-modifying node (a PostgreSQL CTE can hold a DELETE), SELECT ... INTO, FOR UPDATE/SHARE, system
+catalogs, and functions that reach files, the server, sessions or other connections.
+
+The LIMIT is added or clamped to max_rows + 1: the one extra row lets execute tell the caller the
+result was truncated without ever reading more than that.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlglot
+from langchain_core.runnables import RunnableLambda
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+
+DIALECTS = {"sqlite": "sqlite", "postgresql": "postgres", "postgres": "postgres"}
+
+# Nodes that read nothing: they write, change the session, or leave the database.
+FORBIDDEN_NODES: tuple[type[exp.Expression], ...] = (
+    exp.Insert,
+    exp.Update,
+    exp.Delete,
+    exp.Merge,
+    exp.Create,
+    exp.Drop,
+    exp.Alter,
+    exp.TruncateTable,
+    exp.Command,  # sqlglot's fallback for anything it does not model (VACUUM, CALL, DO, LOCK, ...)
+    exp.Copy,
+    exp.Set,
+    exp.Pragma,
+    exp.Attach,
+    exp.Detach,
+    exp.Transaction,
+    exp.Commit,
+    exp.Rollback,
+    exp.Use,
+    exp.LoadData,
+    exp.Into,  # SELECT ... INTO creates a table
+    exp.Lock,  # FOR UPDATE / FOR SHARE take row locks
+    exp.ReadCSV,
+    exp.ReadParquet,
+    exp.ToFile,
+    exp.NextValueFor,
+)
+
+# Functions refused by name, whatever sqlglot makes of them: files, server control, sleeping,
+# other connections, SQL executed from a string (it would bypass this guard), sequences, settings.
+DENIED_FUNCTIONS = frozenset(
+    {
+        "load_extension",
+        "readfile",
+        "writefile",
+        "edit",
+        "fts3_tokenizer",
+        "zeroblob",
+        "randomblob",
+        "sqlite_dbpage",
+        "dblink",
+        "dblink_exec",
+        "dblink_connect",
+        "query_to_xml",
+        "query_to_xml_and_xmlschema",
+        "query_to_xmlschema",
+        "cursor_to_xml",
+        "table_to_xml",
+        "database_to_xml",
+        "schema_to_xml",
+        "set_config",
+        "current_setting",
+        "nextval",
+        "setval",
+        "currval",
+        "lastval",
+        "txid_current",
+        "version",
+        "current_version",
+        "inet_server_addr",
+        "inet_server_port",
+    }
+)
+DENIED_PREFIXES = ("pg_", "lo_", "dblink", "txid_", "sqlite_", "read_", "write_", "file_")
+
+# Functions sqlglot does not model (parsed as Anonymous) are refused unless known to be harmless.
+SAFE_ANONYMOUS = frozenset(
+    {
+        # SQLite
+        "julianday",
+        "datetime",
+        "time",
+        "unixepoch",
+        "printf",
+        "format",
+        "total",
+        "quote",
+        "likelihood",
+        "likely",
+        "unlikely",
+        "soundex",
+        "octet_length",
+        "ifnull",
+        "iif",
+        "instr",
+        "mod",
+        "pi",
+        "log10",
+        "log2",
+        # PostgreSQL
+        "age",
+        "date_part",
+        "make_date",
+        "make_time",
+        "make_timestamp",
+        "make_interval",
+        "justify_hours",
+        "justify_interval",
+        "clock_timestamp",
+        "statement_timestamp",
+        "transaction_timestamp",
+        "localtimestamp",
+        "btrim",
+        "lpad",
+        "rpad",
+        "regexp_matches",
+        "regexp_split_to_array",
+        "string_to_array",
+        "array_to_string",
+        "cardinality",
+        "char_length",
+        "character_length",
+        "bit_length",
+        "translate",
+        "to_char",
+        "percent_rank",
+        "cume_dist",
+        "nth_value",
+        "every",
+        "bool_or",
+        "bool_and",
+        "corr",
+        "covar_pop",
+        "covar_samp",
+        "regr_slope",
+        "regr_intercept",
+        "scale",
+        "div",
+        "cbrt",
+        "degrees",
+        "radians",
+        "gcd",
+        "lcm",
+        "num_nulls",
+        "num_nonnulls",
+    }
+)
+
+SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast", "sqlite_temp_master"})
+
+
+class ParseError(ValueError):
+    """The SQL does not parse in the dialect."""
+
+    def __init__(self, message: str, sql: str) -> None:
+        super().__init__(message)
+        self.sql = sql
+
+
+class Refused(ValueError):
+    """The SQL parses but is not one read-only query; the message says why."""
+
+    def __init__(self, message: str, sql: str) -> None:
+        super().__init__(message)
+        self.sql = sql
+
+
+def _read_dialect(dialect: str) -> str:
+    try:
+        return DIALECTS[dialect]
+    except KeyError:
+        raise ValueError(f"unsupported dialect {dialect!r}; supported: {sorted(DIALECTS)}") from None
+
+
+def _parse(sql: str, dialect: str) -> exp.Expression:
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+    except SqlglotError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ParseError(f"SQL does not parse as {dialect}: {first[:300]}", sql) from None
+    if not statements:
+        raise ParseError("no SQL statement found", sql)
+    if len(statements) > 1:
+        raise Refused(f"exactly one statement is allowed, found {len(statements)}", sql)
+    return statements[0]
+
+
+def _function_name(node: exp.Func) -> str:
+    return (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
+
+
+def _check_function(node: exp.Func, sql: str) -> None:
+    name = _function_name(node)
+    if name in DENIED_FUNCTIONS or name.startswith(DENIED_PREFIXES):
+        raise Refused(f"function {name}() is not allowed: it reaches files, the server or the session", sql)
+    if isinstance(node, exp.Anonymous) and name not in SAFE_ANONYMOUS:
+        raise Refused(f"function {name}() is not on the list of allowed functions", sql)
+
+
+def _check_table(node: exp.Table, sql: str) -> None:
+    schema = (node.db or "").lower()
+    name = node.name.lower()
+    if schema in SYSTEM_SCHEMAS or name.startswith(("pg_", "sqlite_")) or name in SYSTEM_SCHEMAS:
+        raise Refused(f"system table {node.sql()} is not allowed; query the application's tables", sql)
+    if node.catalog:
+        raise Refused(f"table {node.sql()} names another database; only this database can be queried", sql)
+
+
+def check(tree: exp.Expression, sql: str) -> exp.Expression:
+    """Raise Refused unless `tree` is one read-only query; return the query node (parentheses removed)."""
+    root = tree
+    while isinstance(root, exp.Subquery) and not root.alias:
+        root = root.this
+    if not isinstance(root, exp.Select | exp.SetOperation):
+        kind = tree.key.upper() if not isinstance(tree, exp.Command) else str(tree.this).upper()
+        raise Refused(f"only a SELECT query is allowed, not {kind}", sql)
+    for node in root.walk():
+        if isinstance(node, FORBIDDEN_NODES):
+            what = "SELECT ... INTO" if isinstance(node, exp.Into) else node.key.upper()
+            if isinstance(node, exp.Lock):
+                what = "a locking clause (FOR UPDATE/SHARE)"
+            raise Refused(f"{what} is not allowed: queries must be read-only", sql)
+        if isinstance(node, exp.Func):
+            _check_function(node, sql)
+        elif isinstance(node, exp.Table):
+            _check_table(node, sql)
+    return root
+
+
+def _literal_int(node: Any) -> int | None:
+    if isinstance(node, exp.Literal) and not node.is_string:
+        try:
+            return int(node.this)
+        except ValueError:
+            return None
+    return None
+
+
+def clamp_limit(root: exp.Expression, cap: int) -> None:
+    """Set the outermost LIMIT to min(its literal value, cap); anything not a literal becomes cap."""
+    current = root.args.get("limit")
+    n = None
+    if isinstance(current, exp.Limit):
+        n = _literal_int(current.expression)
+    elif isinstance(current, exp.Fetch):
+        n = _literal_int(current.args.get("count"))
+    keep = n if n is not None and 0 <= n <= cap else cap
+    root.set("limit", exp.Limit(expression=exp.Literal.number(keep)))
+
+
+def guard(sql: str, dialect: str, max_rows: int) -> str:
+    """The safe form of `sql` (one read-only query, LIMIT <= max_rows + 1) or Refused / ParseError."""
+    if max_rows < 1:
+        raise ValueError("max_rows must be at least 1")
+    read = _read_dialect(dialect)
+    root = check(_parse(sql, read), sql)
+    clamp_limit(root, max_rows + 1)
+    return root.sql(dialect=read, comments=False)
+
+
+def as_runnable(max_rows: int = 100) -> RunnableLambda:
+    """Runnable: {"sql", "dialect", "max_rows"?} -> safe SQL string."""
+
+    def run(inputs: dict) -> str:
+        return guard(inputs["sql"], inputs["dialect"], int(inputs.get("max_rows", max_rows)))
+
+    return RunnableLambda(run, name="guard")
