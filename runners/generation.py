@@ -124,7 +124,10 @@ class Generator:
         return None
 
     @torch.inference_mode()
-    def generate(self, reqs: list[GenRequest]) -> list[GenResult]:
+    def generate(
+        self, reqs: list[GenRequest], hooks: list[StoppingCriteria] | None = None
+    ) -> list[GenResult]:
+        """`hooks`: extra per-step callbacks (metrics), passed as criteria that never stop a row."""
         texts = [self.render(r) for r in reqs]
         ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         results: list[GenResult | None] = [None] * len(reqs)
@@ -138,11 +141,14 @@ class Generator:
             else:
                 ok.append(i)
         if ok:
-            for i, result in zip(ok, self._run([reqs[i] for i in ok], [ids[i] for i in ok]), strict=True):
+            done = self._run([reqs[i] for i in ok], [ids[i] for i in ok], hooks)
+            for i, result in zip(ok, done, strict=True):
                 results[i] = result
         return [r for r in results if r is not None]
 
-    def _run(self, reqs: list[GenRequest], ids: list[list[int]]) -> list[GenResult]:
+    def _run(
+        self, reqs: list[GenRequest], ids: list[list[int]], hooks: list[StoppingCriteria] | None = None
+    ) -> list[GenResult]:
         batch = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(self.device)
         width = batch["input_ids"].shape[1]
         stop = RowStop(width, reqs, self.eos_ids, self.tokenizer)
@@ -162,7 +168,7 @@ class Generator:
         out = self.model.generate(
             **batch,
             generation_config=config,
-            stopping_criteria=[stop],
+            stopping_criteria=[stop, *(hooks or [])],
             logits_processor=[RowSampling(reqs)] if sample else None,
         )
         results = []

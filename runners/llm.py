@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bentoml
 
+from observability.llm_meter import BatchMeter
 from runners import config
 from runners.generation import Generator
 from runners.schemas import GenRequest, GenResult, ModelInfo
@@ -25,6 +26,7 @@ class LLM:
     def __init__(self) -> None:
         self.engine = Generator.load(self.model.path)
         self.meta = self.model.info.metadata
+        self.tag = str(self.model.tag)  # the `model` label of askdb_llm_* metrics
 
     @bentoml.api(
         batchable=True,
@@ -32,7 +34,10 @@ class LLM:
         max_latency_ms=config.LLM_MAX_LATENCY_MS,
     )
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
-        return self.engine.generate(requests)
+        with BatchMeter(self.tag, requests) as meter:
+            results = self.engine.generate(requests, hooks=[meter])
+            meter.finish(results)
+        return results
 
     @bentoml.api
     def info(self) -> ModelInfo:

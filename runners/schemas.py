@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -23,6 +24,8 @@ class GenRequest(BaseModel):
     stop: list[str] = Field(default_factory=list)
     seed: int | None = None
     ignore_eos: bool = False  # benchmarks: generate exactly max_new_tokens
+    # set where the request is made (client clock), so the runner can measure queue wait
+    submitted_at: float | None = Field(default_factory=time.time)
 
 
 class GenResult(BaseModel):
