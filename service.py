@@ -9,11 +9,17 @@ from typing import Annotated
 
 import bentoml
 from annotated_types import Ge, Le, MaxLen, MinLen
-from bentoml.exceptions import InvalidArgument
+from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from api import limits
+from api.access import AccessMiddleware
 from api.schemas import EmbedResponse, GenerateResponse, Usage
+from observability import service_hooks as obs
+from observability.ask import quality_log, record_feedback
+from pipeline import databases as dbconfig
+from pipeline.schema import describe
 from runners.embedding import Embedding
 from runners.llm import LLM
 from runners.schemas import GenRequest
@@ -28,10 +34,22 @@ Texts = Annotated[
     list[Annotated[str, MaxLen(limits.MAX_EMBED_TEXT_CHARS)]], MinLen(1), MaxLen(limits.MAX_EMBED_TEXTS)
 ]
 
+DbName = Annotated[str, MinLen(1), MaxLen(64)]
+
+
+def open_database(name: str) -> dbconfig.Database:
+    """The named database, or a 404 that lists the configured names (never their URLs)."""
+    try:
+        return dbconfig.get(name)
+    except dbconfig.UnknownDatabase as err:
+        raise NotFound(str(err)) from None
+    except dbconfig.ConfigError as err:
+        raise ServiceUnavailable(f"database configuration error: {err}") from None
+
 
 @bentoml.service(
     name="askdb",
-    traffic={"timeout": limits.REQUEST_TIMEOUT_S},
+    traffic={"timeout": limits.REQUEST_TIMEOUT_S, "max_concurrency": limits.MAX_CONCURRENCY},
     labels={"component": "api", "owner": "askdb"},
 )
 class AskDB:
@@ -86,3 +104,34 @@ class AskDB:
             self._embed_info = (info.tag, info.dim or len(vectors[0]))
         tag, dim = self._embed_info
         return EmbedResponse(embeddings=vectors, model=tag, dim=dim)
+
+    @bentoml.api
+    def schema(self, db: DbName = dbconfig.DEFAULT) -> dict:
+        """Tables, columns (name, type, nullable, primary_key) and foreign keys of a configured database."""
+        database = open_database(db)
+        try:
+            return describe(database).to_api()
+        except (OSError, SQLAlchemyError) as err:  # unreachable server or missing file: say which database
+            reason = database.scrub(str(err).splitlines()[0])[:300]
+            raise ServiceUnavailable(f"database {db!r} is unavailable: {reason}") from None
+
+    @bentoml.api
+    def databases(self) -> dict:
+        """The configured databases by name and dialect (never a URL or password)."""
+        return {"databases": [{"name": n, "dialect": d} for n, d in dbconfig.names()]}
+
+    @bentoml.api
+    def feedback(
+        self, request_id: obs.RequestId, score: obs.Score, comment: obs.Comment | None = None
+    ) -> obs.FeedbackResponse:
+        """A user's score (0 bad .. 1 good) for an /ask `request_id`; joined to its log record offline."""
+        record_feedback(request_id, score, comment)
+        return obs.FeedbackResponse(request_id=request_id, score=score, recorded=quality_log().enabled)
+
+    async def __metrics__(self, content: str) -> str:
+        """BentoML's /metrics text plus askdb_runner_up, probed at scrape time."""
+        return content + await obs.runner_up_text({"askdb-llm": self.llm, "askdb-embedding": self.embedder})
+
+
+# API keys, per-key rate limits and databases, body size: in front of every route (api/access.py).
+AskDB.add_asgi_middleware(AccessMiddleware)

@@ -15,5 +15,7 @@ MAX_STOP_STRINGS = 4
 MAX_STOP_CHARS = 64
 MAX_EMBED_TEXTS = _int("ASKDB_MAX_EMBED_TEXTS", 256)
 MAX_EMBED_TEXT_CHARS = _int("ASKDB_MAX_EMBED_TEXT_CHARS", 8_000)
+# Requests in flight per service; past it BentoML answers 429 at once instead of queuing.
+MAX_CONCURRENCY = _int("ASKDB_MAX_CONCURRENCY", 64)
 # The API service waits on runners; its own timeout must cover a full LLM batch plus queueing.
 REQUEST_TIMEOUT_S = _int("ASKDB_REQUEST_TIMEOUT_S", 600)

@@ -1,0 +1,248 @@
+"""The ASGI middleware in front of every AskDB route: API key, rate limits, body size, databases.
+
+Registered on the service with `AskDB.add_asgi_middleware(AccessMiddleware)`; BentoML places it
+inside its own timeout and `traffic.max_concurrency` middlewares, so it also guards the mounted
+OpenAI-compatible app under /v1. Errors come in the route's shape: OpenAI's
+`{"error": {"message", "type", "param", "code"}}` under /v1, `{"error": {"type", "message"}}` elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from api.auth import ApiKey, KeyRing, bearer_token
+from api.ratelimit import RateLimiter
+from api.usage import UsageMeter
+
+logger = logging.getLogger("bentoml.askdb.access")  # under bentoml: its log handlers apply
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+ALWAYS_PUBLIC = frozenset({"/livez", "/readyz", "/healthz"})
+DB_ROUTES = frozenset({"/ask", "/schema"})  # requests that name a database in their `db` field
+DEFAULT_DB = "chinook"  # API.md's default for `db`
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+@dataclass
+class AccessPolicy:
+    keys: KeyRing
+    max_body_bytes: int = 4 * 1024 * 1024
+    public_paths: frozenset[str] = ALWAYS_PUBLIC
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+
+    @classmethod
+    def from_env(cls) -> AccessPolicy:
+        public = set(ALWAYS_PUBLIC)
+        if os.environ.get("ASKDB_AUTH_METRICS", "0").strip().lower() in ("0", "false", "no", ""):
+            public.add("/metrics")  # Prometheus scrapes without a key unless told otherwise
+        return cls(
+            keys=KeyRing.from_env(),
+            max_body_bytes=int(os.environ.get("ASKDB_MAX_BODY_BYTES", 4 * 1024 * 1024)),
+            public_paths=frozenset(public),
+        )
+
+
+class Refusal(Exception):
+    def __init__(
+        self, status: int, kind: str, message: str, code: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.message, self.code = status, kind, message, code
+        self.headers = headers or {}
+
+
+class AccessMiddleware:
+    def __init__(self, app: Callable[..., Awaitable[None]], policy: AccessPolicy | None = None) -> None:
+        self.app = app
+        self.policy = policy or AccessPolicy.from_env()
+        if self.policy.keys.enabled:
+            names = ", ".join(k.name for k in self.policy.keys.keys)
+            logger.info("API keys required (%d configured: %s)", len(self.policy.keys.keys), names)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.policy.public_paths or _preflight(scope):
+            await self.app(scope, receive, send)
+            return
+        openai = scope["path"].startswith("/v1/") or scope["path"] == "/v1"
+        try:
+            key = self._authenticate(scope)
+            body = await self._read_body(scope, receive)
+            db = _requested_db(scope, body) if key is not None and key.databases is not None else None
+            if db is not None and key is not None and not key.may_use(db):
+                allowed = ", ".join(sorted(key.databases or ())) or "none"
+                raise Refusal(
+                    403,
+                    "forbidden",
+                    f"this API key may not use database '{db}' (allowed: {allowed})",
+                    "database_not_allowed",
+                )
+            if key is not None:
+                self._admit(key)
+        except Refusal as refusal:
+            await _refuse(refusal, openai, send)
+            return
+        allowed_dbs = _db_filter(scope, key)
+        metered = key is not None and key.tokens_per_minute is not None
+        if allowed_dbs is None and not metered:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        meter = UsageMeter(send, databases=allowed_dbs)
+        try:
+            await self.app(scope, _replay(body, receive), meter.send)
+        finally:
+            if key is not None and metered and meter.tokens:
+                self.policy.limiter.charge_tokens(key.name, meter.tokens)
+
+    def _authenticate(self, scope: Scope) -> ApiKey | None:
+        if not self.policy.keys.enabled:
+            return None
+        token = bearer_token(_header(scope, b"authorization"))
+        key = self.policy.keys.authenticate(token)
+        if key is None:
+            # Log the path and the client, never what was presented.
+            client = (scope.get("client") or ("?",))[0]
+            logger.warning(
+                "refused %s %s from %s: %s API key",
+                scope["method"],
+                scope["path"],
+                client,
+                "invalid" if token else "missing",
+            )
+            message = (
+                "invalid API key"
+                if token
+                else "missing API key: send the header 'Authorization: Bearer YOUR_KEY'"
+            )
+            raise Refusal(
+                401,
+                "authentication_error",
+                message,
+                "invalid_api_key",
+                {"www-authenticate": 'Bearer realm="askdb"'},
+            )
+        return key
+
+    def _admit(self, key: ApiKey) -> None:
+        decision = self.policy.limiter.admit(key.name, key.requests_per_minute, key.tokens_per_minute)
+        if not decision.allowed:
+            limit = (
+                key.requests_per_minute if decision.limit == "requests_per_minute" else key.tokens_per_minute
+            )
+            raise Refusal(
+                429,
+                "rate_limit_exceeded",
+                f"rate limit reached: {decision.limit}={limit} for API key '{key.name}'; "
+                f"retry after {decision.retry_after_s} s",
+                "rate_limit_exceeded",
+                {"retry-after": str(decision.retry_after_s)},
+            )
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole request body, refused past the limit (before reading when Content-Length says so)."""
+        limit = self.policy.max_body_bytes
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+            raise Refusal(413, "request_too_large", _too_large(limit), "request_too_large")
+        if scope["method"] in ("GET", "HEAD", "OPTIONS") and declared is None:
+            return None
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise Refusal(413, "request_too_large", _too_large(limit), "request_too_large")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+def _too_large(limit: int) -> str:
+    return f"request body exceeds the limit of {limit} bytes (ASKDB_MAX_BODY_BYTES)"
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _preflight(scope: Scope) -> bool:
+    # CORS preflights carry no credentials by design; they reach no API code.
+    return scope["method"] == "OPTIONS" and _header(scope, b"access-control-request-method") is not None
+
+
+def _requested_db(scope: Scope, body: bytes | None) -> str | None:
+    """The database a /ask or /schema request names (API.md's default when it names none)."""
+    if scope["path"].rstrip("/") not in DB_ROUTES:
+        return None
+    content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+    if content_type in FORM_TYPES:
+        # BentoML would parse forms too; only JSON is checked, so only JSON is let through.
+        raise Refusal(
+            415,
+            "unsupported_media_type",
+            "send the request as application/json when using a database-scoped API key",
+            "unsupported_media_type",
+        )
+    try:
+        data = json.loads(body or b"{}", object_pairs_hook=_no_duplicate_db)
+    except (ValueError, RecursionError):
+        return None  # not JSON: BentoML answers 400 itself, and no database is reached
+    if not isinstance(data, dict):
+        return None
+    db = data.get("db", DEFAULT_DB)
+    return db if isinstance(db, str) else None
+
+
+def _no_duplicate_db(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Parsers disagree on which of two `db` fields wins; refuse rather than guess.
+    if sum(1 for k, _ in pairs if k == "db") > 1:
+        raise Refusal(400, "invalid_request_error", "field 'db' given more than once", "duplicate_field")
+    return dict(pairs)
+
+
+def _db_filter(scope: Scope, key: ApiKey | None) -> frozenset[str] | None:
+    if key is None or key.databases is None or scope["path"].rstrip("/") != "/databases":
+        return None
+    return key.databases
+
+
+def _replay(body: bytes | None, receive: Receive) -> Receive:
+    if body is None:
+        return receive
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # later calls wait for the disconnect, as the server would
+
+    return replay
+
+
+async def _refuse(refusal: Refusal, openai: bool, send: Send) -> None:
+    if openai:
+        error = {"message": refusal.message, "type": refusal.kind, "param": None, "code": refusal.code}
+    else:
+        error = {"type": refusal.kind, "message": refusal.message}
+    body = json.dumps({"error": error}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in refusal.headers.items()]
+    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

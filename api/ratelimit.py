@@ -1,0 +1,106 @@
+"""Per-key rate limits: requests per minute and tokens per minute, as token buckets.
+
+A bucket holds up to one minute's allowance and refills continuously, so a key may burst its whole
+minute at once and then proceeds at the steady rate. Requests are taken before the call; tokens are
+only known afterwards (from the response's `usage`), so the token bucket may go into debt by one
+request's tokens, and the key is refused until the debt is repaid. State is per worker process.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Bucket:
+    """`capacity` units, refilled at `capacity` per minute. `level` may go negative (debt)."""
+
+    capacity: float
+    level: float
+    stamp: float
+
+    @property
+    def rate(self) -> float:
+        return self.capacity / 60.0
+
+    def refill(self, now: float) -> None:
+        if now > self.stamp:
+            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+        self.stamp = max(self.stamp, now)
+
+    def wait_for(self, amount: float) -> float:
+        """Seconds until `amount` units are available (0 when they are now)."""
+        missing = amount - self.level
+        return 0.0 if missing <= 0 else missing / self.rate
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    retry_after_s: int = 0
+    limit: str = ""  # which limit refused: "requests_per_minute" or "tokens_per_minute"
+
+
+@dataclass
+class _KeyState:
+    requests: Bucket | None
+    tokens: Bucket | None
+
+
+@dataclass
+class RateLimiter:
+    """Buckets per key name; a limit of None means unlimited."""
+
+    clock: Callable[[], float] = time.monotonic
+    _state: dict[str, _KeyState] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _get(self, key: str, rpm: int | None, tpm: int | None, now: float) -> _KeyState:
+        state = self._state.get(key)
+        if state is None:
+            state = _KeyState(
+                requests=Bucket(rpm, rpm, now) if rpm else None,
+                tokens=Bucket(tpm, tpm, now) if tpm else None,
+            )
+            self._state[key] = state
+        return state
+
+    def admit(self, key: str, rpm: int | None, tpm: int | None) -> Decision:
+        """Take one request from `key`'s allowance, or say how long to wait."""
+        now = self.clock()
+        with self._lock:
+            state = self._get(key, rpm, tpm, now)
+            if state.tokens is not None:
+                state.tokens.refill(now)
+                if state.tokens.level <= 0:
+                    # Any positive balance admits the next request; wait until the debt is repaid.
+                    wait = state.tokens.wait_for(1e-9)
+                    return Decision(False, _ceil_s(wait), "tokens_per_minute")
+            if state.requests is not None:
+                state.requests.refill(now)
+                wait = state.requests.wait_for(1.0)
+                if wait > 0:
+                    return Decision(False, _ceil_s(wait), "requests_per_minute")
+                state.requests.level -= 1.0
+        return Decision(True)
+
+    def charge_tokens(self, key: str, tokens: int) -> None:
+        """Record `tokens` used by a finished request of `key` (no-op without a token limit)."""
+        if tokens <= 0:
+            return
+        now = self.clock()
+        with self._lock:
+            state = self._state.get(key)
+            if state is None or state.tokens is None:
+                return
+            state.tokens.refill(now)
+            state.tokens.level -= tokens
+
+
+def _ceil_s(seconds: float) -> int:
+    # Retry-After is whole seconds; never 0, or clients would retry at once and be refused again.
+    return max(1, math.ceil(seconds))
