@@ -20,6 +20,8 @@ EMBED_MODEL = os.environ.get("ASKDB_EMBED_MODEL", DEFAULT_EMBED_TAG)
 # Generation takes seconds, so the batcher may hold a request a while to fill a batch; 16 rows keep
 # a 2-core CPU busy without stretching one call past the request timeout.
 LLM_MAX_BATCH_SIZE = _int("ASKDB_LLM_MAX_BATCH_SIZE", 16)
+# Open token streams decoded together in one step loop (runners/streaming.py); more wait their turn.
+LLM_MAX_STREAMS = _int("ASKDB_LLM_MAX_STREAMS", 32)
 LLM_MAX_LATENCY_MS = _int("ASKDB_LLM_MAX_LATENCY_MS", 300_000)
 EMBED_MAX_BATCH_SIZE = _int("ASKDB_EMBED_MAX_BATCH_SIZE", 64)
 EMBED_MAX_LATENCY_MS = _int("ASKDB_EMBED_MAX_LATENCY_MS", 10_000)

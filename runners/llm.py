@@ -5,12 +5,15 @@ Serve alone with `bentoml serve runners.llm:LLM`; the model tag is ASKDB_LLM_MOD
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+
 import bentoml
 
 from observability.llm_meter import BatchMeter
 from runners import config
 from runners.generation import Generator
 from runners.schemas import GenRequest, GenResult, ModelInfo
+from runners.streaming import StreamEngine, stream_events
 
 
 @bentoml.service(
@@ -26,6 +29,7 @@ class LLM:
     def __init__(self) -> None:
         self.engine = Generator.load(self.model.path)
         self.meta = self.model.info.metadata
+        self.streams = StreamEngine(self.engine, max_streams=config.LLM_MAX_STREAMS)
         self.tag = str(self.model.tag)  # the `model` label of askdb_llm_* metrics
 
     @bentoml.api(
@@ -38,6 +42,13 @@ class LLM:
             results = self.engine.generate(requests, hooks=[meter])
             meter.finish(results)
         return results
+
+    @bentoml.api
+    async def stream(self, job: GenRequest) -> AsyncGenerator[str, None]:
+        """Newline-delimited StreamEvent JSON as tokens are produced (continuous batching, see
+        runners/streaming.py); the client closing the response cancels the generation."""
+        async for event in stream_events(self.streams, job):
+            yield event.model_dump_json(exclude_defaults=True) + "\n"
 
     @bentoml.api
     def info(self) -> ModelInfo:
