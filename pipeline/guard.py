@@ -12,6 +12,7 @@ result was truncated without ever reading more than that.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import sqlglot
@@ -160,6 +161,8 @@ SAFE_ANONYMOUS = frozenset(
     }
 )
 
+_TOKEN_REPR = re.compile(r"<Token [^>]*?text: ([^,]*),[^>]*>")
+QUERY_STARTS = frozenset({"SELECT", "WITH", "("})
 SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast", "sqlite_temp_master"})
 
 
@@ -186,12 +189,37 @@ def _read_dialect(dialect: str) -> str:
         raise ValueError(f"unsupported dialect {dialect!r}; supported: {sorted(DIALECTS)}") from None
 
 
+def _refuse_unparsed(sql: str, dialect: str) -> None:
+    """For SQL sqlglot cannot parse: refuse what is clearly not one query (say so rather than
+    'does not parse'), judged from the tokens; return when it looks like a broken SELECT."""
+    try:
+        tokens = sqlglot.tokenize(sql, read=dialect)
+    except SqlglotError:
+        return
+    words = [t.text.upper() for t in tokens]
+    if words and words[0] not in QUERY_STARTS:
+        raise Refused(f"only a SELECT query is allowed, not {words[0][:40]}", sql)
+    statements = " ".join(words).strip("; ").split(";")
+    if len([s for s in statements if s.strip()]) > 1:
+        raise Refused(f"exactly one statement is allowed, found {len(statements)}", sql)
+
+
+def _describe(exc: SqlglotError) -> str:
+    errors = getattr(exc, "errors", None) or []
+    if errors and errors[0].get("description"):
+        e = errors[0]
+        what = _TOKEN_REPR.sub(r"'\1'", e["description"])  # sqlglot prints whole token objects
+        near = f" near {e['highlight']!r}" if e.get("highlight") else ""
+        return f"{what}{near} (line {e.get('line')}, column {e.get('col')})"[:300]
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+
+
 def _parse(sql: str, dialect: str) -> exp.Expression:
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except SqlglotError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ParseError(f"SQL does not parse as {dialect}: {first[:300]}", sql) from None
+        _refuse_unparsed(sql, dialect)
+        raise ParseError(f"SQL does not parse as {dialect}: {_describe(exc)}", sql) from None
     if not statements:
         raise ParseError("no SQL statement found", sql)
     if len(statements) > 1:

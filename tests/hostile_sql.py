@@ -1,0 +1,139 @@
+"""Hostile SQL for the guard and safety tests: (sql, dialects it is written for).
+
+Identifiers are quoted so one string means the same table in SQLite and PostgreSQL. Every entry in
+REFUSED must be refused by the guard; SLOW entries are valid read-only queries that would run for
+minutes and must be cancelled inside the time limit. WRITES are what a guard escape would try: the
+read-only connection must stop each of them on its own.
+"""
+
+from __future__ import annotations
+
+BOTH = ("sqlite", "postgresql")
+SQLITE = ("sqlite",)
+PG = ("postgresql",)
+
+WRITES: list[tuple[str, tuple[str, ...]]] = [
+    ('DROP TABLE "Artist"', BOTH),
+    ('DELETE FROM "Artist"', BOTH),
+    ('UPDATE "Track" SET "UnitPrice" = 0', BOTH),
+    ('INSERT INTO "Artist" ("ArtistId", "Name") VALUES (9999, \'pwned\')', BOTH),
+    ('INSERT INTO "Genre" SELECT "GenreId" + 1000, "Name" FROM "Genre"', BOTH),
+    ('CREATE TABLE "Evil" (x INTEGER)', BOTH),
+    ('CREATE TABLE "Evil" AS SELECT * FROM "Artist"', BOTH),
+    ('ALTER TABLE "Artist" ADD COLUMN "Evil" INTEGER', BOTH),
+    ('ALTER TABLE "Artist" RENAME TO "Gone"', BOTH),
+    ('CREATE INDEX "ix_evil" ON "Artist" ("Name")', BOTH),
+    ('CREATE VIEW "evil_view" AS SELECT 1 AS x', BOTH),
+    ('DROP INDEX "ix_Album_ArtistId"', BOTH),
+    ('WITH x AS (SELECT 1) DELETE FROM "Artist"', BOTH),
+    ('DELETE FROM "InvoiceLine" WHERE "InvoiceLineId" IN (SELECT "InvoiceLineId" FROM "InvoiceLine")', BOTH),
+    ("REPLACE INTO \"Artist\" VALUES (1, 'pwned')", SQLITE),
+    ("INSERT OR REPLACE INTO \"Artist\" VALUES (1, 'pwned')", SQLITE),
+    ('TRUNCATE TABLE "Artist"', PG),
+    ('SELECT * INTO "Copy" FROM "Artist"', PG),
+    ('UPDATE "Employee" SET "ReportsTo" = NULL', BOTH),
+    ('DELETE FROM "PlaylistTrack" WHERE 1 = 1', BOTH),
+    ('WITH d AS (DELETE FROM "Artist" RETURNING *) SELECT * FROM d', PG),
+    ('WITH u AS (UPDATE "Track" SET "UnitPrice" = 0 RETURNING 1) SELECT count(*) FROM u', PG),
+]
+
+REFUSED: list[tuple[str, tuple[str, ...]]] = [
+    *WRITES,
+    # stacked statements and comments hiding statements
+    ('SELECT 1; DROP TABLE "Artist"', BOTH),
+    ('SELECT * FROM "Artist"; DELETE FROM "Artist"', BOTH),
+    ('SELECT 1 /* harmless */; DELETE FROM "Artist" -- bye', BOTH),
+    ('SELECT 1 -- just a comment\n; DROP TABLE "Album"', BOTH),
+    ('/* read only */ DELETE FROM "Album" /* promise */', BOTH),
+    ('SELECT "Name" FROM "Artist" UNION SELECT "Name" FROM "Genre"; DROP TABLE "Genre"', BOTH),
+    ('SELECT 1;\nUPDATE "Track" SET "Name" = \'x\'', BOTH),
+    ('BEGIN; DELETE FROM "Artist"; COMMIT', BOTH),
+    # transactions and session state
+    ("BEGIN", BOTH),
+    ("COMMIT", BOTH),
+    ("ROLLBACK", BOTH),
+    ("VACUUM", BOTH),
+    ("ANALYZE", BOTH),
+    ("SAVEPOINT evil", BOTH),
+    ("RELEASE SAVEPOINT evil", BOTH),
+    ('SELECT "Name" FROM "Artist" WHERE 1 = 1; -- \nDELETE FROM "Artist"', BOTH),
+    ("SET statement_timeout = 0", PG),
+    ("SET default_transaction_read_only = off", PG),
+    ("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE", PG),
+    ("RESET ALL", PG),
+    ("SELECT set_config('default_transaction_read_only', 'off', false)", PG),
+    ("SELECT current_setting('data_directory')", PG),
+    # SQLite: pragmas, attached files, extensions, file functions
+    ("PRAGMA query_only = 0", SQLITE),
+    ("PRAGMA writable_schema = 1", SQLITE),
+    ("PRAGMA journal_mode = DELETE", SQLITE),
+    ("PRAGMA foreign_keys = OFF", SQLITE),
+    ("SELECT 1 UNION ALL SELECT 2; PRAGMA query_only = 0", SQLITE),
+    ("SELECT * FROM pragma_table_info('Artist')", SQLITE),
+    ("SELECT 1\n;\nATTACH DATABASE '/tmp/askdb-evil.db' AS evil", SQLITE),
+    ("REINDEX", SQLITE),
+    ("SELECT edit('x')", SQLITE),
+    ("SELECT sqlite_compileoption_get(0)", SQLITE),
+    ("SELECT * FROM sqlite_schema", SQLITE),
+    ("CREATE VIRTUAL TABLE evil USING fts5(x)", SQLITE),
+    ('PRAGMA table_info("Artist")', SQLITE),
+    ("ATTACH DATABASE '/tmp/askdb-evil.db' AS evil", SQLITE),
+    ("ATTACH ':memory:' AS scratch", SQLITE),
+    ("DETACH DATABASE scratch", SQLITE),
+    ("VACUUM INTO '/tmp/askdb-copy.db'", SQLITE),
+    ("SELECT load_extension('/tmp/evil.so')", SQLITE),
+    ("SELECT readfile('/etc/passwd')", SQLITE),
+    ("SELECT writefile('/tmp/askdb-x', 'y')", SQLITE),
+    ("SELECT fts3_tokenizer('simple')", SQLITE),
+    ("SELECT zeroblob(1000000000)", SQLITE),
+    ("SELECT hex(randomblob(1000000000))", SQLITE),
+    ("SELECT sql FROM sqlite_master", SQLITE),
+    ("CREATE TEMP TABLE scratch AS SELECT 1", SQLITE),
+    ('CREATE TRIGGER evil AFTER INSERT ON "Artist" BEGIN DELETE FROM "Album"; END', SQLITE),
+    # PostgreSQL: files, server control, other connections, SQL from strings, catalogs
+    ("COPY \"Artist\" TO '/tmp/askdb-artist.csv'", PG),
+    ("COPY \"Artist\" FROM PROGRAM 'id'", PG),
+    ("SELECT pg_read_file('/etc/passwd')", PG),
+    ("SELECT pg_read_binary_file('/etc/passwd')", PG),
+    ("SELECT * FROM pg_ls_dir('.')", PG),
+    ("SELECT pg_stat_file('postgresql.conf')", PG),
+    ("SELECT lo_import('/etc/passwd')", PG),
+    ("SELECT lo_export(1, '/tmp/askdb-lo')", PG),
+    ("SELECT pg_sleep(600)", PG),
+    ('SELECT "Name", pg_sleep(1) FROM "Artist"', PG),
+    ("SELECT pg_terminate_backend(pg_backend_pid())", PG),
+    ("SELECT pg_cancel_backend(1)", PG),
+    ("SELECT pg_reload_conf()", PG),
+    ("SELECT pg_advisory_lock(1)", PG),
+    ("SELECT * FROM dblink('dbname=postgres', 'DROP TABLE \"Artist\"') AS t(x text)", PG),
+    ("SELECT query_to_xml('DELETE FROM \"Artist\"', true, true, '')", PG),
+    ("SELECT nextval('evil_seq')", PG),
+    ("SELECT txid_current()", PG),
+    ("SELECT usename, passwd FROM pg_shadow", PG),
+    ("SELECT * FROM pg_catalog.pg_authid", PG),
+    ("SELECT query FROM pg_stat_activity", PG),
+    ("SELECT * FROM information_schema.tables", PG),
+    ("SELECT version()", PG),
+    ('SELECT * FROM "Artist" FOR UPDATE', PG),
+    ('SELECT * FROM "Artist" FOR SHARE', PG),
+    ('DO $$ BEGIN DELETE FROM "Artist"; END $$', PG),
+    ("CALL evil()", PG),
+    ('LOCK TABLE "Artist"', PG),
+    ("CREATE EXTENSION dblink", PG),
+    ('GRANT ALL ON "Artist" TO PUBLIC', PG),
+    ('EXPLAIN ANALYZE DELETE FROM "Artist"', PG),
+    ('PREPARE evil AS DELETE FROM "Artist"', PG),
+    ("LISTEN evil", PG),
+    ("NOTIFY evil, 'x'", PG),
+]
+
+SLOW: list[tuple[str, tuple[str, ...]]] = [
+    ('SELECT count(*) FROM "Track" a, "Track" b, "Track" c', BOTH),
+    ('SELECT count(*) FROM "InvoiceLine" a CROSS JOIN "PlaylistTrack" b CROSS JOIN "Album" c', BOTH),
+    ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r", BOTH),
+    ('SELECT max(a."Name" || b."Name") FROM "Track" a JOIN "Track" b ON 1 = 1 JOIN "Genre" c ON 1 = 1', BOTH),
+]
+
+
+def for_dialect(entries: list[tuple[str, tuple[str, ...]]], dialect: str) -> list[str]:
+    return [sql for sql, dialects in entries if dialect in dialects]

@@ -1,0 +1,168 @@
+"""Guard unit tests: SQL fed directly (no model), exact outcomes in both dialects."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.guard import ParseError, Refused, as_runnable, guard
+from tests.hostile_sql import BOTH, REFUSED, SLOW, WRITES
+
+DIALECTS = ["sqlite", "postgresql"]
+
+
+def cases(entries):
+    return [pytest.param(sql, d, id=f"{d}:{sql[:50]}") for sql, ds in entries for d in ds]
+
+
+def test_at_least_fifty_hostile_inputs_per_dialect():
+    for dialect in DIALECTS:
+        assert sum(dialect in ds for _, ds in REFUSED) >= 50
+
+
+@pytest.mark.parametrize(("sql", "dialect"), cases(REFUSED))
+def test_hostile_sql_is_refused(sql: str, dialect: str):
+    with pytest.raises(Refused) as info:
+        guard(sql, dialect, max_rows=100)
+    assert info.value.sql == sql
+    assert str(info.value)  # says why
+
+
+@pytest.mark.parametrize(("sql", "dialect"), cases(SLOW))
+def test_slow_queries_pass_the_guard_and_are_left_to_the_time_limit(sql: str, dialect: str):
+    assert guard(sql, dialect, max_rows=10).endswith("LIMIT 11")
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ('SELECT "Name" FROM "Artist"', 'SELECT "Name" FROM "Artist" LIMIT 101'),
+        ('select "Name" from "Artist" limit 5', 'SELECT "Name" FROM "Artist" LIMIT 5'),
+        ('SELECT "Name" FROM "Artist" LIMIT 5000', 'SELECT "Name" FROM "Artist" LIMIT 101'),
+        ('SELECT "Name" FROM "Artist" LIMIT 100', 'SELECT "Name" FROM "Artist" LIMIT 100'),
+        ('SELECT "Name" FROM "Artist" LIMIT 10 OFFSET 20', 'SELECT "Name" FROM "Artist" LIMIT 10 OFFSET 20'),
+        ('SELECT "Name" FROM "Artist";', 'SELECT "Name" FROM "Artist" LIMIT 101'),
+        ('SELECT "Name" FROM "Artist" -- all of them\n', 'SELECT "Name" FROM "Artist" LIMIT 101'),
+        ('SELECT /* hi */ "Name" FROM "Artist"', 'SELECT "Name" FROM "Artist" LIMIT 101'),
+        (
+            'SELECT "Name" FROM "Genre" UNION SELECT "Name" FROM "MediaType"',
+            'SELECT "Name" FROM "Genre" UNION SELECT "Name" FROM "MediaType" LIMIT 101',
+        ),
+        (
+            'SELECT "Name" FROM "Genre" EXCEPT SELECT "Name" FROM "MediaType" LIMIT 3',
+            'SELECT "Name" FROM "Genre" EXCEPT SELECT "Name" FROM "MediaType" LIMIT 3',
+        ),
+        (
+            'WITH big AS (SELECT "AlbumId" FROM "Track" GROUP BY "AlbumId" HAVING count(*) > 20) '
+            "SELECT count(*) FROM big",
+            'WITH big AS (SELECT "AlbumId" FROM "Track" GROUP BY "AlbumId" HAVING COUNT(*) > 20) '
+            "SELECT COUNT(*) FROM big LIMIT 101",
+        ),
+        ('(SELECT "Name" FROM "Artist")', 'SELECT "Name" FROM "Artist" LIMIT 101'),
+        (
+            "SELECT 'a;b', '-- not a comment', '/* nor this */'",
+            "SELECT 'a;b', '-- not a comment', '/* nor this */' LIMIT 101",
+        ),
+    ],
+)
+def test_read_only_queries_are_accepted_with_a_bounded_limit(sql: str, expected: str, dialect: str):
+    assert guard(sql, dialect, max_rows=100) == expected
+
+
+@pytest.mark.parametrize(
+    ("sql", "dialect"),
+    [
+        (
+            'SELECT e."FirstName", m."FirstName" FROM "Employee" e LEFT JOIN "Employee" m '
+            'ON e."ReportsTo" = m."EmployeeId"',
+            "sqlite",
+        ),
+        (
+            'SELECT strftime(\'%Y\', "InvoiceDate") AS y, round(sum("Total"), 2) FROM "Invoice" GROUP BY y',
+            "sqlite",
+        ),
+        (
+            'SELECT julianday(\'now\') - julianday("HireDate"), ifnull("ReportsTo", 0) FROM "Employee"',
+            "sqlite",
+        ),
+        (
+            'SELECT date_trunc(\'month\', "InvoiceDate"), extract(year FROM "InvoiceDate"), '
+            'to_char("InvoiceDate", \'YYYY\') FROM "Invoice"',
+            "postgresql",
+        ),
+        ('SELECT "Name", rank() OVER (ORDER BY "Milliseconds" DESC) FROM "Track"', "postgresql"),
+        ('SELECT "Name", row_number() OVER (PARTITION BY "AlbumId") FROM "Track"', "sqlite"),
+        ('SELECT string_agg("Name", \', \') FROM "Genre"', "postgresql"),
+        ('SELECT "BillingCountry", count(*) FROM "Invoice" GROUP BY 1 ORDER BY 2 DESC', "postgresql"),
+        ('SELECT * FROM "Track" WHERE "AlbumId" IN (SELECT "AlbumId" FROM "Album" LIMIT 1000000)', "sqlite"),
+    ],
+)
+def test_everyday_analytics_pass(sql: str, dialect: str):
+    out = guard(sql, dialect, max_rows=100)
+    assert out.endswith("LIMIT 101")
+    assert "1000000" in out or "1000000" not in sql  # inner limits are the query's business
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [("LIMIT (SELECT 1000)", 11), ("LIMIT -1", 11), ("LIMIT 0", 0), ("LIMIT 7", 7)],
+)
+def test_non_literal_or_negative_limits_become_the_cap(limit: str, expected: int, dialect: str):
+    assert guard(f'SELECT "Name" FROM "Artist" {limit}', dialect, max_rows=10).endswith(f"LIMIT {expected}")
+
+
+@pytest.mark.parametrize("clause", ["FETCH FIRST 500 ROWS ONLY", "LIMIT ALL"])
+def test_postgres_fetch_first_and_limit_all_are_clamped_too(clause: str):
+    out = guard(f'SELECT "Name" FROM "Artist" {clause}', "postgresql", max_rows=10)
+    assert out == 'SELECT "Name" FROM "Artist" LIMIT 11'
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize(
+    "sql", ["", "   ", ";", "-- only a comment", "SELECT * FROM", "SELECT FROM WHERE (", "SELECT (1"]
+)
+def test_unparsable_or_empty_sql_is_a_parse_error(sql: str, dialect: str):
+    with pytest.raises(ParseError) as info:
+        guard(sql, dialect, max_rows=10)
+    assert info.value.sql == sql
+
+
+def test_messages_name_the_problem():
+    with pytest.raises(Refused, match="exactly one statement"):
+        guard("SELECT 1; SELECT 2", "sqlite", 10)
+    with pytest.raises(Refused, match=r"pg_read_file\(\)"):
+        guard("SELECT pg_read_file('x')", "postgresql", 10)
+    with pytest.raises(Refused, match="only a SELECT"):
+        guard('DELETE FROM "Artist"', "sqlite", 10)
+    with pytest.raises(Refused, match=r"SELECT \.\.\. INTO"):
+        guard('SELECT * INTO "Copy" FROM "Artist"', "postgresql", 10)
+    with pytest.raises(Refused, match="locking clause"):
+        guard('SELECT * FROM "Artist" FOR UPDATE', "postgresql", 10)
+    with pytest.raises(Refused, match=r"not SELEC$"):
+        guard("SELEC * FROM x", "sqlite", 10)
+    with pytest.raises(Refused, match="not on the list of allowed functions"):
+        guard("SELECT some_udf(1)", "sqlite", 10)
+
+
+def test_refused_and_parse_error_are_value_errors_and_distinct():
+    assert issubclass(Refused, ValueError) and issubclass(ParseError, ValueError)
+    assert not issubclass(Refused, ParseError) and not issubclass(ParseError, Refused)
+
+
+def test_unknown_dialect_and_bad_cap_are_rejected():
+    with pytest.raises(ValueError, match="unsupported dialect"):
+        guard("SELECT 1", "oracle", 10)
+    with pytest.raises(ValueError, match="max_rows"):
+        guard("SELECT 1", "sqlite", 0)
+
+
+def test_runnable_form():
+    runnable = as_runnable(max_rows=5)
+    assert runnable.invoke({"sql": 'SELECT "Name" FROM "Artist"', "dialect": "sqlite"}).endswith("LIMIT 6")
+    batch = runnable.batch([{"sql": "SELECT 1", "dialect": d, "max_rows": 1} for d in BOTH])
+    assert batch == ["SELECT 1 LIMIT 2", "SELECT 1 LIMIT 2"]
+
+
+def test_every_write_is_also_in_the_refused_list():
+    assert all(w in REFUSED for w in WRITES)
