@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 from models.defaults import DEFAULT_EMBED_TAG, DEFAULT_LLM_TAG
+from runners import device
 
 
 def _int(name: str, default: int) -> int:
@@ -29,4 +30,15 @@ EMBED_MAX_LATENCY_MS = _int("ASKDB_EMBED_MAX_LATENCY_MS", 10_000)
 # LLM calls are long: BentoML's 60 s default would cut off a busy batch.
 LLM_TIMEOUT_S = _int("ASKDB_LLM_TIMEOUT_S", 600)
 EMBED_TIMEOUT_S = _int("ASKDB_EMBED_TIMEOUT_S", 60)
-WORKERS = _int("ASKDB_RUNNER_WORKERS", 1)
+# One runner worker per visible GPU (each takes its own, runners/device.py); one on a CPU machine.
+GPUS = device.gpu_count()
+WORKERS = _int("ASKDB_RUNNER_WORKERS", max(1, GPUS))
+LLM_GPUS = _int("ASKDB_LLM_GPUS", max(1, GPUS))
+
+# KV cache: "dynamic" (grows per step) or "static" (preallocated; needed for compile / CUDA graphs).
+LLM_CACHE = os.environ.get("ASKDB_LLM_CACHE", "dynamic")
+LLM_COMPILE = os.environ.get("ASKDB_LLM_COMPILE", "0") == "1"
+# Static-cache buckets: prompt widths rounded up to 64 tokens, cache lengths to 256, so one compiled
+# graph serves many request shapes.
+LLM_PAD_MULTIPLE = _int("ASKDB_LLM_PAD_MULTIPLE", 64)
+LLM_CACHE_MULTIPLE = _int("ASKDB_LLM_CACHE_MULTIPLE", 256)

@@ -1,4 +1,8 @@
-"""Where a runner puts its model: CUDA + bf16 when a GPU is visible, else CPU + float32."""
+"""Where a runner puts its model: CUDA + bf16 when a GPU is visible, else CPU + float32.
+
+With several GPUs, BentoML starts one runner worker per GPU (runners.config.WORKERS) and every worker
+sees all of them; each worker takes the GPU matching its worker index, so N GPUs hold N replicas.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,41 @@ import os
 import torch
 
 
-def pick() -> tuple[torch.device, torch.dtype]:
-    wanted = os.environ.get("ASKDB_DEVICE", "auto")
+def gpu_count() -> int:
+    """GPUs this process may use, without initialising CUDA (the serving parent must not)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [d.strip() for d in visible.split(",") if d.strip()]
+        # CUDA stops at the first invalid entry; "-1" is the usual way to hide every GPU
+        return len(ids[: ids.index("-1")] if "-1" in ids else ids)
+    try:
+        import pynvml  # nvidia-ml-py, a BentoML dependency
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no driver / no NVML: a CPU machine
+        return 0
+
+
+def worker_gpu() -> int:
+    """This worker's GPU: BentoML numbers workers from 1, one per GPU (round robin if more)."""
+    from bentoml import server_context
+
+    index = server_context.worker_index or 1
+    return (index - 1) % max(1, torch.cuda.device_count())
+
+
+def pick(role: str | None = None) -> tuple[torch.device, torch.dtype]:
+    """ASKDB_<ROLE>_DEVICE (e.g. ASKDB_EMBED_DEVICE=cuda:1) overrides ASKDB_DEVICE for one runner."""
+    wanted = os.environ.get(f"ASKDB_{role.upper()}_DEVICE", "") if role else ""
+    wanted = wanted or os.environ.get("ASKDB_DEVICE", "auto")
     use_cuda = torch.cuda.is_available() if wanted == "auto" else wanted.startswith("cuda")
     if use_cuda:
         # bf16 halves the bytes read per decode step, and decode is memory-bound on GPUs
         dtype = getattr(torch, os.environ.get("ASKDB_DTYPE", "bfloat16"))
-        return torch.device("cuda" if wanted == "auto" else wanted), dtype
+        return torch.device("cuda", worker_gpu()) if wanted == "auto" else torch.device(wanted), dtype
     # CPUs here lack fast bf16 matmuls; float32 is both faster and exact
     return torch.device("cpu"), getattr(torch, os.environ.get("ASKDB_DTYPE", "float32"))

@@ -15,6 +15,7 @@ import torch
 import transformers
 from transformers import GenerationConfig, LogitsProcessor, StoppingCriteria
 
+from runners import config as settings
 from runners import device as device_mod
 from runners.schemas import GenRequest, GenResult
 
@@ -91,14 +92,44 @@ class Generator:
 
     @classmethod
     def load(cls, path: str | Path) -> Generator:
-        device, dtype = device_mod.pick()
+        device, dtype = device_mod.pick("llm")
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the real last token
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
         context = int(getattr(model.config, "max_position_embeddings", 2048))
-        return cls(model, tokenizer, device, context)
+        gen = cls(model, tokenizer, device, context)
+        if settings.LLM_COMPILE and settings.LLM_CACHE == "static":
+            gen.warmup()
+        return gen
+
+    def warmup(self) -> None:
+        """Compile and capture every batch bucket now, so no request pays for it (bench/gpu)."""
+        prompt = GenRequest(prompt=" hello" * 32, max_new_tokens=4, ignore_eos=True)
+        size = 1
+        while size <= settings.LLM_MAX_BATCH_SIZE:
+            self.generate([prompt] * size)
+            size *= 2
+
+    def _static_shapes(self, reqs: list[GenRequest], ids: list[list[int]]) -> tuple[list, list, dict]:
+        """Static KV cache: pad rows to a power-of-two bucket and prompts to a multiple of
+        LLM_PAD_MULTIPLE, so compiled graphs and CUDA graphs are reused across batches."""
+        if settings.LLM_CACHE != "static":
+            return reqs, ids, {}
+        bucket = 1 << (len(reqs) - 1).bit_length()
+        reqs = reqs + [reqs[0]] * (bucket - len(reqs))  # dummy rows, dropped from the results
+        ids = ids + [ids[0]] * (bucket - len(ids))
+        step = settings.LLM_PAD_MULTIPLE
+        need = -(-max(len(i) for i in ids) // step) * step + max(r.max_new_tokens for r in reqs)
+        extra = {
+            "cache_implementation": "static",
+            "max_cache_len": -(-need // settings.LLM_CACHE_MULTIPLE) * settings.LLM_CACHE_MULTIPLE,
+            "disable_compile": not settings.LLM_COMPILE,
+        }
+        if settings.LLM_COMPILE:
+            extra["compile_config"] = transformers.CompileConfig(fullgraph=False, mode="reduce-overhead")
+        return reqs, ids, extra
 
     @property
     def eos_ids(self) -> set[int]:
@@ -149,7 +180,12 @@ class Generator:
     def _run(
         self, reqs: list[GenRequest], ids: list[list[int]], hooks: list[StoppingCriteria] | None = None
     ) -> list[GenResult]:
-        batch = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(self.device)
+        real = len(reqs)
+        reqs, ids, cache_args = self._static_shapes(reqs, ids)
+        multiple = settings.LLM_PAD_MULTIPLE if cache_args else None
+        batch = self.tokenizer.pad(
+            {"input_ids": ids}, padding=True, pad_to_multiple_of=multiple, return_tensors="pt"
+        ).to(self.device)
         width = batch["input_ids"].shape[1]
         stop = RowStop(width, reqs, self.eos_ids, self.tokenizer)
         sample = any(r.temperature > 0 for r in reqs)
@@ -164,6 +200,7 @@ class Generator:
             top_p=1.0,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=None,  # EOS is per row (RowStop), so ignore_eos can hold inside a batch
+            **cache_args,
         )
         out = self.model.generate(
             **batch,
@@ -172,7 +209,7 @@ class Generator:
             logits_processor=[RowSampling(reqs)] if sample else None,
         )
         results = []
-        for row, req in enumerate(reqs):
+        for row, req in enumerate(reqs[:real]):
             n = stop.lengths[row] if stop.lengths[row] is not None else out.shape[1] - width
             text = self.tokenizer.decode(out[row, width : width + n], skip_special_tokens=True)
             cut = [text.index(s) for s in req.stop if s in text]
