@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import bentoml
 import pytest
 
+from tests.pg import PostgresServer
 from tests.servers import BentoServer
 
 # A short batching window makes concurrent test calls share model calls without slowing singles.
@@ -23,3 +25,24 @@ def askdb() -> Iterator[BentoServer]:
 def client(askdb: BentoServer) -> Iterator[bentoml.SyncHTTPClient]:
     with bentoml.SyncHTTPClient(askdb.url, timeout=300) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL 15 with Chinook loaded (tests/pg.py), shared by every test."""
+    with PostgresServer() as pg:
+        yield pg
+
+
+@pytest.fixture(scope="session")
+def askdb_pg(postgres: PostgresServer) -> Iterator[BentoServer]:
+    """A second AskDB configured through ASKDB_DATABASES with PostgreSQL databases whose URLs carry
+    passwords: `pg` (SELECT-only role, password written in the URL) and `pg_env` (owner, password
+    from ${ASKDB_TEST_PG_PASSWORD}). Shared by the tests that need PostgreSQL behind the service."""
+    databases = {
+        "pg": postgres.reader_url,
+        "pg_env": postgres.url_for("askdb", "${ASKDB_TEST_PG_PASSWORD}"),
+    }
+    env = {**TEST_ENV, "ASKDB_DATABASES": json.dumps(databases), "ASKDB_TEST_PG_PASSWORD": postgres.password}
+    with BentoServer("service:AskDB", env=env) as server:
+        yield server
