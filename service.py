@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api import limits
 from api.access import AccessMiddleware
+from api.openai_app import app as openai_app
 from api.schemas import EmbedResponse, GenerateResponse, Usage
 from observability import service_hooks as obs
 from observability.ask import quality_log, record_feedback
@@ -49,6 +50,7 @@ def open_database(name: str) -> dbconfig.Database:
 
 @bentoml.service(
     name="askdb",
+@bentoml.asgi_app(openai_app, path="/v1")  # OpenAI-compatible API (api/openai_app.py)
     traffic={"timeout": limits.REQUEST_TIMEOUT_S, "max_concurrency": limits.MAX_CONCURRENCY},
     labels={"component": "api", "owner": "askdb"},
 )

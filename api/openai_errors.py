@@ -1,0 +1,117 @@
+"""Errors in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}` with its status codes.
+
+Every failure leaves as one of these: validation (400, naming the field), unknown model (404),
+rate limit (429), a provider or runner down (502/503, naming which), anything else a terse 500 with
+no stack trace and nothing from configuration (secrets live there).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import openai
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pipeline.llm import GenerationRejected
+from providers import UnknownModel
+
+log = logging.getLogger("askdb.openai")
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+
+def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
+    kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def respond(
+    status: int,
+    message: str,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    parts = [p for p in loc if p != "body"]
+    # pydantic names union branches in the path (e.g. "str", "list[...]"): not a field a user sent
+    parts = [p for p in parts if not (isinstance(p, str) and ("[" in p or p in {"str", "int", "float"}))]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or None
+
+
+def _validation(exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0]
+    param, msg = _param(tuple(first.get("loc", ()))), str(first.get("msg", "invalid value"))
+    msg = msg.removeprefix("Value error, ")
+    if param is None and ":" in msg:  # model-level checks say "field: why"
+        param = msg.split(":", 1)[0]
+    if first.get("type") == "json_invalid":
+        return respond(400, "request body is not valid JSON", None, "invalid_json")
+    if first.get("type") == "missing":
+        return respond(400, f"{param} is required", param, "missing_required_parameter")
+    return respond(
+        400, f"{param}: {msg}" if param and not msg.startswith(param) else msg, param, "invalid_value"
+    )
+
+
+def upstream(exc: Exception, provider: str | None = None) -> JSONResponse:
+    """The last provider in the chain failed too: say so, with the status OpenAI clients expect."""
+    who = f"provider {provider!r}" if provider else "the model provider"
+    if isinstance(exc, openai.RateLimitError):
+        return respond(429, f"{who} is rate-limited and no fallback could answer", code="rate_limit_exceeded")
+    if isinstance(exc, openai.APITimeoutError):
+        return respond(504, f"{who} timed out and no fallback could answer", code="upstream_timeout")
+    if isinstance(exc, openai.APIError):
+        return respond(502, f"{who} failed and no fallback could answer", code="upstream_error")
+    return respond(503, "the LLM runner is unavailable; retry shortly", code="runner_unavailable")
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation(exc)
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return respond(exc.status, exc.message, exc.param, exc.code)
+
+    @app.exception_handler(UnknownModel)
+    async def _unknown_model(request: Request, exc: UnknownModel) -> JSONResponse:
+        return respond(404, str(exc), "model", "model_not_found")
+
+    @app.exception_handler(GenerationRejected)
+    async def _rejected(request: Request, exc: GenerationRejected) -> JSONResponse:
+        return respond(400, str(exc), "messages", "context_length_exceeded")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return respond(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, openai.APIError | ConnectionError | OSError):
+            return upstream(exc)
+        log.error("unexpected %s in %s", type(exc).__name__, request.url.path)  # no message: may hold data
+        return respond(500, "internal error; the server log has the details", code="internal_error")

@@ -1,0 +1,103 @@
+"""Server-sent events in OpenAI's streaming format: `data: {chunk}` lines, then `data: [DONE]`.
+
+When the client goes away Starlette cancels the response task; the cancellation unwinds these
+generators and the ones they read, which closes the runner's stream and frees its batch row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+
+from api.openai_errors import error_body
+from providers.local import runner_events
+from runners.schemas import GenRequest
+
+log = logging.getLogger("askdb.openai")
+DONE = "data: [DONE]\n\n"
+
+
+def sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+async def chat_stream(
+    first: BaseMessage,
+    rest: AsyncIterator[BaseMessage],
+    cid: str,
+    created: int,
+    model: str,
+    provider: str,
+    include_usage: bool,
+) -> AsyncIterator[str]:
+    base = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "provider": provider,
+    }
+
+    def chunk(delta: dict, finish: str | None = None) -> str:
+        return sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+    yield chunk({"role": "assistant", "content": ""})
+    usage: dict[str, Any] = {}
+    finish = "stop"
+
+    async def everything() -> AsyncIterator[BaseMessage]:
+        yield first
+        async for item in rest:
+            yield item
+
+    try:
+        async for piece in everything():
+            if piece.content:
+                yield chunk({"content": str(piece.content)})
+            usage = getattr(piece, "usage_metadata", None) or usage
+            finish = piece.response_metadata.get("finish_reason") or finish
+    except Exception as exc:  # after the 200 is sent an error can only travel as an event
+        log.warning("stream from %s failed: %s", provider, type(exc).__name__)
+        yield sse(error_body(502, f"provider {provider!r} failed mid-stream", code="upstream_error"))
+        return
+    yield chunk({}, finish)
+    if include_usage:
+        yield sse(
+            {
+                **base,
+                "choices": [],
+                "usage": _usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0)),
+            }
+        )
+    yield DONE
+
+
+async def completion_stream(
+    runner: Any, job: GenRequest, cid: str, created: int, model: str, include_usage: bool
+) -> AsyncIterator[str]:
+    """Text-completion chunks straight from the runner's stream (no chat template)."""
+    from pipeline.llm import GenerationRejected
+
+    base = {"id": cid, "object": "text_completion", "created": created, "model": model}
+    events = runner_events(runner, job)
+    try:
+        async for event in events:
+            reason = event.get("finish_reason")
+            if reason == "error":
+                raise GenerationRejected(event.get("error") or "prompt rejected")
+            choice = {"index": 0, "text": event.get("text", ""), "finish_reason": reason, "logprobs": None}
+            yield sse({**base, "choices": [choice]})
+            if reason is not None and include_usage:
+                usage = _usage(event.get("prompt_tokens", 0), event.get("completion_tokens", 0))
+                yield sse({**base, "choices": [], "usage": usage})
+    finally:
+        await events.aclose()
+    yield DONE

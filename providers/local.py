@@ -1,0 +1,87 @@
+"""The `local` provider: askdb's own LLM runner as a LangChain chat model, with token streaming.
+
+Batch calls reuse pipeline.llm.RunnerChatModel (the runner's batchable `generate`); streaming reads
+the runner's `stream` API (newline-delimited StreamEvent JSON, see runners/streaming.py). The runner
+handle is the AskDB service's `bentoml.depends(LLM)`, found through `bentoml.get_current_service()`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import bentoml
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk
+
+from pipeline.llm import GenerationRejected, RunnerChatModel
+
+
+async def runner_events(runner: Any, job: Any) -> AsyncIterator[dict]:
+    """StreamEvent dicts from the LLM runner; closing this iterator closes the HTTP stream, which
+    cancels the generation in the runner."""
+    stream = runner.to_async.stream(job=job)
+    if inspect.isawaitable(stream):
+        stream = await stream
+    buffer = ""
+    try:
+        async for piece in stream:  # HTTP chunks do not follow event boundaries
+            buffer += piece.decode() if isinstance(piece, bytes) else str(piece)
+            *lines, buffer = buffer.split("\n")
+            for line in lines:
+                if line.strip():
+                    yield json.loads(line)
+    finally:
+        await stream.aclose()
+
+
+class LocalChatModel(RunnerChatModel):
+    """RunnerChatModel plus real streaming through the runner's continuous-batching step loop."""
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        job = self._request(messages, stop, **kwargs)
+        events = runner_events(self.runner, job)
+        try:
+            async for event in events:
+                reason = event.get("finish_reason")
+                if reason == "error":
+                    raise GenerationRejected(event.get("error") or "the LLM runner rejected the request")
+                chunk = AIMessageChunk(content=event.get("text", ""))
+                if reason is not None:
+                    p, c = event.get("prompt_tokens", 0), event.get("completion_tokens", 0)
+                    chunk = AIMessageChunk(
+                        content=chunk.content,
+                        usage_metadata={"input_tokens": p, "output_tokens": c, "total_tokens": p + c},
+                        response_metadata={"finish_reason": reason, "model_name": self.model_name},
+                        chunk_position="last",
+                    )
+                if run_manager and chunk.content:
+                    await run_manager.on_llm_new_token(str(chunk.content))
+                yield ChatGenerationChunk(message=chunk)
+        finally:
+            await events.aclose()
+
+
+_tag: str | None = None
+
+
+async def local_tag() -> str:
+    """The served LLM's model-store tag (asked once)."""
+    global _tag
+    if _tag is None:
+        svc = bentoml.get_current_service()
+        _tag = str((await svc.llm.to_async.info()).tag)
+    return _tag
+
+
+def local_chat_model(model_name: str = "local") -> LocalChatModel:
+    return LocalChatModel(runner=bentoml.get_current_service().llm, model_name=model_name)
