@@ -8,6 +8,7 @@ OpenAI-compatible app under /v1. Errors come in the route's shape: OpenAI's
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 class AccessPolicy:
     keys: KeyRing
     max_body_bytes: int = 4 * 1024 * 1024
+    body_timeout_s: float = 30.0
     public_paths: frozenset[str] = ALWAYS_PUBLIC
     limiter: RateLimiter = field(default_factory=RateLimiter)
 
@@ -47,6 +49,7 @@ class AccessPolicy:
         return cls(
             keys=KeyRing.from_env(),
             max_body_bytes=int(os.environ.get("ASKDB_MAX_BODY_BYTES", 4 * 1024 * 1024)),
+            body_timeout_s=float(os.environ.get("ASKDB_BODY_TIMEOUT_S", 30)),
             public_paths=frozenset(public),
         )
 
@@ -75,7 +78,7 @@ class AccessMiddleware:
         openai = scope["path"].startswith("/v1/") or scope["path"] == "/v1"
         try:
             key = self._authenticate(scope)
-            body = await self._read_body(scope, receive)
+            body = await self._read_body_in_time(scope, receive)
             db = _requested_db(scope, body) if key is not None and key.databases is not None else None
             if db is not None and key is not None and not key.may_use(db):
                 allowed = ", ".join(sorted(key.databases or ())) or "none"
@@ -145,6 +148,18 @@ class AccessMiddleware:
                 "rate_limit_exceeded",
                 {"retry-after": str(decision.retry_after_s)},
             )
+
+    async def _read_body_in_time(self, scope: Scope, receive: Receive) -> bytes | None:
+        # A client trickling its body would hold a concurrency slot until the request timeout.
+        try:
+            return await asyncio.wait_for(self._read_body(scope, receive), self.policy.body_timeout_s)
+        except TimeoutError:
+            raise Refusal(
+                408,
+                "request_timeout",
+                f"request body not received within {self.policy.body_timeout_s:g} s (ASKDB_BODY_TIMEOUT_S)",
+                "request_timeout",
+            ) from None
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
         """The whole request body, refused past the limit (before reading when Content-Length says so)."""

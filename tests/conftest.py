@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import bentoml
 import pytest
 
+from tests.guarded import guarded  # noqa: F401  (session fixture: AskDB with API keys and caps)
 from tests.pg import PostgresServer
 from tests.servers import BentoServer
 

@@ -1,0 +1,78 @@
+"""A real AskDB with API keys, rate limits and small caps: the server the hardening tests share.
+
+Keys (each at least 16 characters, as api/auth.py requires):
+- `full`: every database, no limits (also what the fuzzing run uses);
+- `scoped`: only the `chinook` database, not `chinook_copy`;
+- `rpm`: 3 requests per minute; `tpm`: 12 tokens per minute;
+- `hashed`: given in a key file by its sha256 only.
+Caps: ASKDB_MAX_NEW_TOKENS=4 (keeps fuzzed /generate calls cheap), ASKDB_MAX_CONCURRENCY=2,
+ASKDB_BODY_TIMEOUT_S=3, ASKDB_MAX_BODY_BYTES=1 MiB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pipeline.chinook import default_path
+from tests.servers import BentoServer
+
+KEYS = {
+    "full": "full-3f6b1c0e9d2a4b8c",
+    "scoped": "scoped-7a1d5e2f9c3b6a0d",
+    "rpm": "rpm-4c8e2a6f0b1d3e5a",
+    "tpm": "tpm-9b3d7f1a5c2e8d4b",
+    "hashed": "hashed-2e6a0c4f8b1d5e9c",
+}
+MAX_BODY_BYTES = 1024 * 1024
+BODY_TIMEOUT_S = 3
+MAX_CONCURRENCY = 2
+MAX_NEW_TOKENS = 4
+
+
+@dataclass
+class Guarded:
+    server: BentoServer
+    keys: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def auth(self, name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[name]}"}
+
+
+def guarded_env(key_file: Path) -> dict[str, str]:
+    inline = [
+        {"name": "full", "key": KEYS["full"]},
+        {"name": "scoped", "key": KEYS["scoped"], "databases": ["chinook"]},
+        {"name": "rpm", "key": KEYS["rpm"], "requests_per_minute": 3},
+        {"name": "tpm", "key": KEYS["tpm"], "tokens_per_minute": 12},
+    ]
+    sha = hashlib.sha256(KEYS["hashed"].encode()).hexdigest()
+    key_file.write_text(f"keys:\n  - name: hashed\n    sha256: {sha}\n")
+    return {
+        "BENTOML_DO_NOT_TRACK": "true",
+        "ASKDB_API_KEYS": json.dumps(inline),
+        "ASKDB_API_KEY_FILE": str(key_file),
+        "ASKDB_DATABASES": json.dumps({"chinook_copy": f"sqlite:///{default_path()}"}),
+        "ASKDB_MAX_NEW_TOKENS": str(MAX_NEW_TOKENS),
+        "ASKDB_MAX_CONCURRENCY": str(MAX_CONCURRENCY),
+        "ASKDB_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        "ASKDB_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+    }
+
+
+@pytest.fixture(scope="session")
+def guarded() -> Iterator[Guarded]:
+    with tempfile.TemporaryDirectory(prefix="askdb-keys-") as tmp:
+        env = guarded_env(Path(tmp) / "keys.yaml")
+        with BentoServer("service:AskDB", env=env) as server:
+            yield Guarded(server, dict(KEYS))
