@@ -1,0 +1,1 @@
+"""Deployment tooling: local HAProxy replicas, Kubernetes manifests, capacity planning."""

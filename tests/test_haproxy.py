@@ -1,0 +1,164 @@
+"""deploy/local for real: `bentoml serve` replicas behind HAProxy, under steady load.
+
+The tiny versioned service (tests/fixtures/versioned_service.py) answers with its release and
+replica name, so every response says where it was served.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import bentoml
+import httpx
+import pytest
+
+from tests.fixtures.local_deploy import LocalDeploy
+from tests.fixtures.steady_load import SteadyLoad
+
+RATE = 12.0  # requests/s: far below one replica's capacity even on a shared 2-core CPU
+pytestmark = pytest.mark.timeout(600)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(interval)  # poll interval
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def all_up(dep: LocalDeploy) -> bool:
+    reps = dep.status()["replicas"]
+    return all(r["haproxy_status"] == "UP" and r["alive"] for r in reps)
+
+
+def replica_counts(url: str, n: int) -> collections.Counter:
+    with bentoml.SyncHTTPClient(url, timeout=30) as client:
+        return collections.Counter(client.version()["replica"] for _ in range(n))
+
+
+@pytest.fixture(scope="module")
+def rr3(tmp_path_factory: pytest.TempPathFactory):
+    with LocalDeploy(tmp_path_factory.mktemp("rr3") / "state", replicas=3) as dep:
+        yield dep
+
+
+def test_roundrobin_spreads_evenly(rr3: LocalDeploy) -> None:
+    wait_for(lambda: all_up(rr3), 60, "all replicas UP")
+    counts = replica_counts(rr3.url, 30)
+    assert sorted(counts.values()) == [10, 10, 10], counts
+
+
+def test_weighted_roundrobin_follows_weights(tmp_path: Path) -> None:
+    with LocalDeploy(tmp_path / "state", replicas=3, policy="weighted", weights="1,2,3") as dep:
+        names = [r["name"] for r in dep.status()["replicas"]]
+        counts = replica_counts(dep.url, 120)
+    share = [counts[n] / 120 for n in names]
+    for got, want in zip(share, [1 / 6, 2 / 6, 3 / 6], strict=True):
+        assert abs(got - want) <= 0.02, (counts, names)
+
+
+def test_leastconn_sends_to_the_idle_replica(tmp_path: Path) -> None:
+    with LocalDeploy(tmp_path / "state", replicas=3, policy="leastconn") as dep:
+        held: list[str] = []
+
+        def hold() -> None:
+            held.append(httpx.post(f"{dep.url}/hold", json={"seconds": 6}, timeout=30).json()["replica"])
+
+        threads = [threading.Thread(target=hold) for _ in range(2)]
+        for t in threads:
+            t.start()
+        # Two replicas each have one request in flight; leastconn must pick the third every time.
+        busy = wait_for(
+            lambda: (
+                [r["name"] for r in dep.status()["replicas"] if r["in_flight"] == 1]
+                if sum(r["in_flight"] for r in dep.status()["replicas"]) == 2
+                else None
+            ),
+            10,
+            "two held requests in flight",
+        )
+        counts = replica_counts(dep.url, 12)
+        for t in threads:
+            t.join()
+    assert len(set(busy)) == 2 and sorted(held) == sorted(busy)
+    (idle,) = {r["name"] for r in dep.info["replicas"]} - set(busy)
+    assert counts == {idle: 12}, counts
+
+
+def test_kill9_replica_no_failures_and_back_within_30s(rr3: LocalDeploy) -> None:
+    wait_for(lambda: all_up(rr3), 60, "all replicas UP")
+    victim = rr3.status()["replicas"][1]
+    with SteadyLoad(rr3.url, RATE) as load:
+        time.sleep(3)  # steady traffic before the kill
+        killed_at = time.monotonic()
+        for pid in victim["pids"]:  # the arbiter and its worker: the whole replica dies at once
+            os.kill(pid, signal.SIGKILL)
+        back = wait_for(
+            lambda: next(
+                (o for o in load.outcomes if o.replica == victim["name"] and o.sent > killed_at), None
+            ),
+            30,
+            f"{victim['name']} serving again",
+        )
+        recovered_s = back.done - killed_at
+        time.sleep(2)
+    after = next(r for r in rr3.status()["replicas"] if r["name"] == victim["name"])
+    assert load.failures() == [], load.failures()[:5]
+    assert after["restarts"] == 1 and after["pid"] != victim["pid"]
+    assert len(victim["pids"]) >= 2 and recovered_s < 30
+    print(f"kill -9: {len(load.outcomes)} requests, 0 failed, back in service after {recovered_s:.1f}s")
+
+
+def test_sigterm_lets_in_flight_requests_finish(rr3: LocalDeploy) -> None:
+    wait_for(lambda: all_up(rr3), 60, "all replicas UP")
+    victim = rr3.status()["replicas"][0]
+    results: list[dict] = []
+
+    def call() -> None:
+        resp = httpx.post(f"{rr3.url}/hold", json={"seconds": 4}, timeout=30)
+        results.append({"status": resp.status_code, **resp.json()})
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    # HAProxy's own count of requests in flight on the victim (round robin: 2 of the 6).
+    wait_for(lambda: int(rr3.api.servers()[victim["slot"]]["scur"]) == 2, 10, "2 requests in flight")
+    os.kill(victim["pid"], signal.SIGTERM)  # what `kill` or a pod stop sends to the server
+    for t in threads:
+        t.join()
+    assert [r["status"] for r in results] == [200] * 6, results
+    # The victim answered its own in-flight calls (graceful stop), none were replayed elsewhere.
+    assert sum(r["replica"] == victim["name"] for r in results) == 2, results
+
+
+def test_upgrade_under_steady_load(tmp_path: Path) -> None:
+    with LocalDeploy(tmp_path / "state", replicas=2) as dep, SteadyLoad(dep.url, RATE) as load:
+        time.sleep(8)  # baseline window
+        t0 = time.monotonic()
+        reply = dep.upgrade("v2", "--dwell", "2")
+        t1 = time.monotonic()
+        time.sleep(4)  # after window: all from v2
+        t2 = time.monotonic()
+        load.stop()
+        final = dep.status()
+    base = load.throughput(t0 - 6, t0)
+    during = load.throughput(t0, t1)
+    late = [o.version for o in load.outcomes if o.sent > t1]
+    mixed = {o.version for o in load.outcomes if t0 < o.sent < t1}
+    print(
+        f"upgrade: {len(load.outcomes)} requests, {base:.2f} req/s before, {during:.2f} during "
+        f"({t1 - t0:.1f}s), {load.throughput(t1, t2):.2f} after"
+    )
+    assert load.failures() == [], load.failures()[:5]
+    assert abs(during / base - 1) <= 0.10, (base, during)
+    assert late and set(late) == {"v2"}
+    assert mixed == {"v1", "v2"}  # traffic really was shared while weights shifted
+    assert [e["fraction"] for e in reply["events"] if e["event"] == "shift"][-3:] == [0.1, 0.5, 1.0]
+    assert {r["version"] for r in final["replicas"]} == {"v2"} and final["previous"] == "v1"
