@@ -17,8 +17,11 @@ import bentoml
 import httpx
 import pytest
 
+from deploy.local.deployment import free_port
+from deploy.local.haproxy import HAProxy, ProxyConfig
 from tests.fixtures.local_deploy import LocalDeploy
 from tests.fixtures.steady_load import SteadyLoad
+from tests.servers import BentoServer
 
 RATE = 12.0  # requests/s: far below one replica's capacity even on a shared 2-core CPU
 pytestmark = pytest.mark.timeout(600)
@@ -162,3 +165,25 @@ def test_upgrade_under_steady_load(tmp_path: Path) -> None:
     assert mixed == {"v1", "v2"}  # traffic really was shared while weights shifted
     assert [e["fraction"] for e in reply["events"] if e["event"] == "shift"][-3:] == [0.1, 0.5, 1.0]
     assert {r["version"] for r in final["replicas"]} == {"v2"} and final["previous"] == "v1"
+
+
+def test_real_askdb_behind_the_same_haproxy_config(askdb: BentoServer, tmp_path: Path) -> None:
+    """The session's real AskDB in one slot, a dead replica in another: calls all succeed."""
+    cfg = ProxyConfig(port=free_port(), socket_path=tmp_path / "haproxy.sock", slots=2)
+    proxy = HAProxy(cfg, tmp_path).start()
+    try:
+        proxy.api.set_addr("s0", "127.0.0.1", askdb.port)
+        proxy.api.set_addr("s1", "127.0.0.1", free_port())  # nothing listens: a crashed replica
+        for slot in ("s0", "s1"):
+            proxy.api.set_weight(slot, 100)
+            proxy.api.set_state(slot, "ready")
+        with bentoml.SyncHTTPClient(f"http://127.0.0.1:{cfg.port}", timeout=300) as client:
+            # Round robin sends half of these to the dead slot until its check fails: redispatched.
+            outs = [client.generate(prompt="SELECT", max_new_tokens=2) for _ in range(4)]
+            emb = client.embed(texts=["albums", "tracks"])
+        stats = wait_for(lambda: (s := proxy.api.servers())["s1"]["status"] == "DOWN" and s, 15, "s1 DOWN")
+    finally:
+        proxy.stop()
+    assert all(o["usage"]["completion_tokens"] >= 1 for o in outs)
+    assert emb["dim"] > 0 and len(emb["embeddings"]) == 2
+    assert stats["s0"]["status"] == "UP" and int(stats["s0"]["stot"]) >= 5
