@@ -1,0 +1,149 @@
+"""Limits against a real `bentoml serve` (tests/guarded.py): per-key rate limits with Retry-After,
+body size and body time, the service's concurrency cap, and every request field's bound."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.guarded import BODY_TIMEOUT_S, MAX_BODY_BYTES, MAX_CONCURRENCY, MAX_NEW_TOKENS, Guarded
+
+
+def test_requests_per_minute(guarded: Guarded) -> None:
+    url = f"{guarded.url}/v1/models"
+    statuses = [httpx.get(url, headers=guarded.auth("rpm")).status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    r = httpx.get(url, headers=guarded.auth("rpm"))
+    assert r.status_code == 429
+    assert 1 <= int(r.headers["retry-after"]) <= 60
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}  # OpenAI's shape under /v1
+    assert "requests_per_minute=3" in error["message"]
+    client = openai.OpenAI(base_url=f"{guarded.url}/v1", api_key=guarded.keys["rpm"], max_retries=0)
+    with pytest.raises(openai.RateLimitError):
+        client.models.list()
+    r = httpx.post(f"{guarded.url}/embed", headers=guarded.auth("rpm"), json={"texts": ["a"]})
+    assert r.status_code == 429 and set(r.json()["error"]) == {"type", "message"}
+    # Another key is not affected.
+    assert httpx.get(url, headers=guarded.auth("full")).status_code == 200
+
+
+def test_tokens_per_minute_counts_what_was_used(guarded: Guarded) -> None:
+    spent, refused = [], None
+    for _ in range(8):
+        r = httpx.post(
+            f"{guarded.url}/generate",
+            headers=guarded.auth("tpm"),
+            json={"prompt": "Hello", "max_new_tokens": MAX_NEW_TOKENS},
+            timeout=120,
+        )
+        if r.status_code == 429:
+            refused = r
+            break
+        assert r.status_code == 200, r.text
+        spent.append(r.json()["usage"]["total_tokens"])
+    assert refused is not None, f"never refused after {sum(spent)} tokens"
+    # Refused only once the 12 tokens were used, and admitted while any were left.
+    assert sum(spent) >= 12
+    assert sum(spent[:-1]) < 12 + 1
+    assert "tokens_per_minute=12" in refused.json()["error"]["message"]
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_body_size_limit(guarded: Guarded, chunked: bool) -> None:
+    body = b'{"texts": ["' + b"a" * MAX_BODY_BYTES + b'"]}'
+    content = iter([body[i : i + 65536] for i in range(0, len(body), 65536)]) if chunked else body
+    headers = {**guarded.auth("full"), "content-type": "application/json"}
+    r = httpx.post(f"{guarded.url}/embed", headers=headers, content=content)
+    assert r.status_code == 413
+    assert str(MAX_BODY_BYTES) in r.json()["error"]["message"]
+    assert "ASKDB_MAX_BODY_BYTES" in r.json()["error"]["message"]
+
+
+def _start_slow_upload(guarded: Guarded) -> tuple[socket.socket, bytes]:
+    """A request whose headers are sent and whose body is not (yet): it holds a concurrency slot."""
+    body = b'{"texts": ["slow"]}'
+    head = (
+        f"POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {guarded.keys['full']}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    sock = socket.create_connection(("127.0.0.1", guarded.server.port), timeout=60)
+    sock.sendall(head.encode() + body[:4])
+    return sock, body[4:]
+
+
+def _response_of(sock: socket.socket) -> tuple[int, bytes]:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    head, _, payload = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), payload
+
+
+def test_concurrency_cap_refuses_at_once_and_recovers(guarded: Guarded) -> None:
+    held = [_start_slow_upload(guarded) for _ in range(MAX_CONCURRENCY)]
+    started = time.monotonic()
+    embed = f"{guarded.url}/embed"
+    deadline = started + BODY_TIMEOUT_S - 0.5
+    r = None
+    while time.monotonic() < deadline:  # poll until both slots are seen taken
+        t0 = time.monotonic()
+        r = httpx.post(embed, headers=guarded.auth("full"), json={"texts": ["a"]}, timeout=30)
+        if r.status_code == 429:
+            assert time.monotonic() - t0 < 1.0  # refused at once, not queued
+            break
+    assert r is not None and r.status_code == 429, r and r.text
+    assert httpx.get(f"{guarded.url}/readyz").status_code == 200  # health stays outside the cap
+    # One slow client finishes its body: served normally.
+    sock, rest = held[0]
+    sock.sendall(rest)
+    assert _response_of(sock)[0] == 200
+    # The other never does: cut off after ASKDB_BODY_TIMEOUT_S with 408, freeing its slot.
+    status, payload = _response_of(held[1][0])
+    waited = time.monotonic() - started
+    assert status == 408 and b"ASKDB_BODY_TIMEOUT_S" in payload
+    assert BODY_TIMEOUT_S - 0.5 <= waited <= BODY_TIMEOUT_S + 10
+    assert (
+        httpx.post(embed, headers=guarded.auth("full"), json={"texts": ["a"]}, timeout=60).status_code == 200
+    )
+
+
+LONG = "x" * 40_000
+FIELD_LIMITS = [
+    ("/generate", {"prompt": LONG}, "prompt"),
+    ("/generate", {"prompt": "hi", "max_new_tokens": MAX_NEW_TOKENS + 1}, "max_new_tokens"),
+    ("/generate", {"prompt": "hi", "stop": ["a"] * 5}, "stop"),
+    ("/embed", {"texts": ["a"] * 257}, "texts"),
+    ("/embed", {"texts": ["a" * 8001]}, "texts"),
+    ("/ask", {"question": "x" * 1001}, "question"),
+    ("/ask", {"question": "How many artists?", "max_rows": 100_000}, "max_rows"),
+    ("/schema", {"db": "d" * 65}, "db"),
+    (
+        "/v1/chat/completions",
+        {"model": "x", "messages": [{"role": "user", "content": "a"}] * 257},
+        "messages",
+    ),
+    ("/v1/chat/completions", {"model": "x", "messages": [{"role": "user", "content": LONG}]}, "content"),
+    (
+        "/v1/chat/completions",
+        {"model": "x", "messages": [{"role": "user", "content": "a"}], "max_tokens": MAX_NEW_TOKENS + 1},
+        "max_tokens",
+    ),
+    ("/v1/completions", {"model": "x", "prompt": "a", "max_tokens": MAX_NEW_TOKENS + 1}, "max_tokens"),
+    ("/v1/embeddings", {"model": "x", "input": ["a"] * 257}, "input"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"), FIELD_LIMITS, ids=[f"{p}:{f}" for p, _, f in FIELD_LIMITS]
+)
+def test_each_field_is_bounded_and_named(guarded: Guarded, path: str, body: dict, field: str) -> None:
+    r = httpx.post(f"{guarded.url}{path}", headers=guarded.auth("full"), json=body, timeout=60)
+    assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
+    assert field in r.text, r.text[:500]
