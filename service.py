@@ -88,7 +88,7 @@ class AskDB:
     async def generate(
         self,
         prompt: Prompt,
-        max_new_tokens: NewTokens = 128,
+        max_new_tokens: NewTokens = min(128, limits.MAX_NEW_TOKENS),  # a default within the cap
         temperature: Temperature = 0.0,
         stop: StopList = Field(default_factory=list),
     ) -> GenerateResponse:

@@ -17,7 +17,7 @@ from api import limits
 Text = Annotated[str, MaxLen(limits.MAX_PROMPT_CHARS)]
 Stop = Annotated[str, MinLen(1), MaxLen(limits.MAX_STOP_CHARS)]
 MAX_MESSAGES = 256
-DEFAULT_MAX_TOKENS = 256
+DEFAULT_MAX_TOKENS = min(256, limits.MAX_NEW_TOKENS)  # a default within the configured cap
 
 
 class TextPart(BaseModel):
@@ -100,7 +100,8 @@ class ChatCompletionRequest(_Sampling):
 
 class CompletionRequest(_Sampling):
     prompt: Text | Annotated[list[Text], MinLen(1), MaxLen(1)]
-    max_tokens: int = Field(16, ge=1, le=limits.MAX_NEW_TOKENS)  # OpenAI's default for completions
+    # OpenAI's default for completions, within the configured cap
+    max_tokens: int = Field(min(16, limits.MAX_NEW_TOKENS), ge=1, le=limits.MAX_NEW_TOKENS)
 
     @model_validator(mode="before")
     @classmethod
