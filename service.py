@@ -108,14 +108,16 @@ class AskDB:
         return EmbedResponse(embeddings=vectors, model=tag, dim=dim)
 
     @bentoml.api
-    def schema(self, db: DbName = dbconfig.DEFAULT) -> dict:
+    def schema(self, ctx: bentoml.Context, db: DbName = dbconfig.DEFAULT) -> dict:
         """Tables, columns (name, type, nullable, primary_key) and foreign keys of a configured database."""
         database = open_database(db)
         try:
             return describe(database).to_api()
-        except (OSError, SQLAlchemyError) as err:  # unreachable server or missing file: say which database
+        except (OSError, SQLAlchemyError) as err:
+            # A dependency is down: 503 saying which (a raised 5xx reaches the client without its message).
+            ctx.response.status_code = 503
             reason = database.scrub(str(err).splitlines()[0])[:300]
-            raise ServiceUnavailable(f"database {db!r} is unavailable: {reason}") from None
+            return {"error": {"type": "unavailable", "message": f"database {db!r} is unavailable: {reason}"}}
 
     @bentoml.api
     def databases(self) -> dict:
