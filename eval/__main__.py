@@ -1,0 +1,59 @@
+"""`python -m eval run --url URL [--ablation full no-examples no-repair] [--ids t01,t02] [--limit N]`
+and `python -m eval check` (bank and test set are disjoint, every gold query runs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from eval import runner, scorer
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m eval")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="score the test set against a running service")
+    r.add_argument("--url", default="http://127.0.0.1:3000")
+    r.add_argument("--db", default="chinook")
+    r.add_argument("--ablation", nargs="+", default=["full"], choices=sorted(runner.ABLATIONS))
+    r.add_argument("--options", default="{}", help="JSON merged into every run's /ask options")
+    r.add_argument("--ids", default="", help="comma-separated test ids (default: all)")
+    r.add_argument("--limit", type=int, default=None)
+    r.add_argument("--concurrency", type=int, default=4)
+    r.add_argument("--out", default="eval/reports/latest.json")
+    r.add_argument("--tag", default="", help="suffix for run labels (e.g. the model)")
+    sub.add_parser("check", help="validate the bank and the test set")
+    args = ap.parse_args(argv)
+
+    if args.cmd == "check":
+        bank, tests = scorer.load_bank(), scorer.load_testset()
+        bad = scorer.overlap(bank, tests)
+        print(f"bank {len(bank)} examples, test set {len(tests)} questions, overlap: {bad or 'none'}")
+        return 1 if bad else 0
+
+    extra = json.loads(args.options)
+    ids = [i for i in args.ids.split(",") if i] or None
+    reports = []
+    for name in args.ablation:
+        label = f"{name}{args.tag}"
+        rep = runner.run(
+            args.url,
+            db=args.db,
+            label=label,
+            options={**runner.ABLATIONS[name], **extra},
+            ids=ids,
+            limit=args.limit,
+            concurrency=args.concurrency,
+        )
+        reports.append(rep)
+        print(runner.table([rep]).splitlines()[-1], flush=True)
+    print(runner.table(reports))
+    runner.write(reports if len(reports) > 1 else reports[0], Path(args.out))
+    print(f"report: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

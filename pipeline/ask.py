@@ -1,0 +1,138 @@
+"""The /ask endpoint's body: bounds on the request, the chain over the service's runners, the 422 shape.
+
+service.py keeps only the route; this module turns a question into the API.md response, or into
+`{"error": {"type", "message", "sql"}}` with HTTP 422 when the pipeline cannot answer safely.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Annotated, Any
+from uuid import UUID
+
+from annotated_types import Ge, Le, MaxLen, MinLen
+from langchain_core.callbacks import AsyncCallbackHandler
+from langchain_core.runnables import Runnable
+from pydantic import BaseModel
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.responses import JSONResponse
+
+from pipeline.chain import AskOptions, build_chain
+from pipeline.embeddings import RunnerEmbeddings
+from pipeline.llm import GenerationRejected, RunnerChatModel
+from pipeline.repair import AskFailed
+
+MAX_QUESTION_CHARS = int(os.environ.get("ASKDB_MAX_QUESTION_CHARS", 1000))
+MAX_ROWS = int(os.environ.get("ASKDB_MAX_ROWS", 1000))
+
+Question = Annotated[str, MinLen(1), MaxLen(MAX_QUESTION_CHARS)]
+MaxRows = Annotated[int, Ge(1), Le(MAX_ROWS)]
+ModelName = Annotated[str, MaxLen(200)]
+
+# chain step name -> observability stage
+STAGES = {"schema": "schema", "generate-guard-execute-repair": "generate", "answer": "answer"}
+
+
+class AskUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AskResponse(BaseModel):
+    question: str
+    db: str
+    sql: str
+    columns: list[str]
+    rows: list[list[Any]]
+    row_count: int
+    truncated: bool
+    answer: str
+    attempts: int
+    model: str
+    usage: AskUsage
+    latency_ms: float
+    request_id: str | None = None
+    tables: list[str] = []  # the tables the prompt showed (after selection)
+    examples: list[str] = []  # the few-shot questions the prompt showed
+
+
+def error_response(kind: str, message: str, sql: str | None = None, status: int = 422) -> JSONResponse:
+    return JSONResponse({"error": {"type": kind, "message": message, "sql": sql}}, status_code=status)
+
+
+def is_local(model: str | None, tag: str) -> bool:
+    """null, the served tag, or its name with or without a version select the local runner."""
+    if model is None or model in ("", tag, "local"):
+        return True
+    name = tag.split(":", 1)[0]
+    return model in (name, f"{name}:latest")
+
+
+class StageTimer(AsyncCallbackHandler):
+    """Times the chain's named steps into the request's observation (for askdb_ask_stage_seconds)."""
+
+    def __init__(self, observation: Any) -> None:
+        self.observation = observation
+        self.started: dict[UUID, tuple[str, float]] = {}
+
+    async def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        stage = STAGES.get(kwargs.get("name") or "")
+        if stage:
+            self.started[run_id] = (stage, time.perf_counter())
+
+    async def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._stop(run_id)
+
+    async def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._stop(run_id)
+
+    def _stop(self, run_id: UUID) -> None:
+        if run_id in self.started:
+            stage, t0 = self.started.pop(run_id)
+            stages = self.observation.stages
+            stages[stage] = stages.get(stage, 0.0) + time.perf_counter() - t0
+
+
+class Asker:
+    """One chain per service process, built on first use over the runner handles."""
+
+    def __init__(self, llm_handle: Any, embed_handle: Any) -> None:
+        self.llm_handle, self.embed_handle = llm_handle, embed_handle
+        self.chain: Runnable | None = None
+
+    def get_chain(self, tag: str) -> Runnable:
+        if self.chain is None:
+            llm = RunnerChatModel(runner=self.llm_handle, model_name=tag)
+            self.chain = build_chain(llm, RunnerEmbeddings(self.embed_handle))
+        return self.chain
+
+    async def ask(
+        self, *, question: str, db: Any, max_rows: int, tag: str, options: AskOptions, observation: Any
+    ) -> AskResponse | JSONResponse:
+        config = {"callbacks": [StageTimer(observation)], "run_name": "askdb.ask"}
+        state = {"question": question, "db": db, "max_rows": max_rows, "options": options}
+        try:
+            out = await self.get_chain(tag).ainvoke(state, config=config)
+        except AskFailed as err:
+            observation.finish(err.kind, sql=err.sql, attempts=err.attempts, error=err.message, model=tag)
+            return error_response(err.kind, err.message, err.sql)
+        except (OSError, SQLAlchemyError) as err:  # the database is down: a dependency, so 503
+            observation.finish("error", error=type(err).__name__, model=tag)
+            reason = db.scrub(str(err).splitlines()[0])[:300] if hasattr(db, "scrub") else type(err).__name__
+            return error_response("unavailable", f"database is unavailable: {reason}", status=503)
+        except GenerationRejected as err:  # e.g. the schema and examples do not fit the context
+            observation.finish("unanswerable", error=str(err), model=tag)
+            return error_response("unanswerable", f"the model could not take this question: {err}")
+        usage = out["usage"]
+        latency = observation.finish(
+            "ok",
+            sql=out["sql"],
+            attempts=out["attempts"],
+            row_count=out["row_count"],
+            prompt_tokens=usage["prompt_tokens"],
+            completion_tokens=usage["completion_tokens"],
+            model=tag,
+        )
+        return AskResponse(**out, model=tag, latency_ms=round(latency, 2), request_id=observation.request_id)

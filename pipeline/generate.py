@@ -1,0 +1,86 @@
+"""Generate step: the chat model writes SQL; `extract_sql` pulls the statement out of its reply.
+
+Any LangChain chat model works (the local runner, ChatOpenAI, ...). Decoding is greedy for the
+main candidate; extra self-consistency candidates are sampled (`temperature`, `seed` bound).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+
+# Generation stops at the end of the first statement: the SQL in the few-shot turns is one line.
+STOP = [";", "\n\n"]
+MAX_TOKENS = 120  # the longest gold query is ~90 tokens; runaway replies cost seconds each
+_FENCE = re.compile(r"```(?:sql|sqlite|postgresql)?\s*(.*?)(?:```|$)", re.S | re.I)
+_START = re.compile(
+    r"\b(SELECT|WITH|INSERT|UPDATE|DELETE|DROP|CREATE|ALTER|PRAGMA|ATTACH|DETACH|COPY|REPLACE|VACUUM)\b", re.I
+)
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+    lock: object = field(default=None, repr=False)
+
+    def add(self, message: AIMessage) -> None:
+        meta = getattr(message, "usage_metadata", None) or {}
+        self.prompt_tokens += int(meta.get("input_tokens", 0))
+        self.completion_tokens += int(meta.get("output_tokens", 0))
+        self.calls += 1
+
+    def to_api(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+
+def _first_statement(text: str) -> str:
+    """Text up to the first `;` outside quotes (later statements are never run)."""
+    quote = None
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in ("'", '"', "`"):
+            quote = ch
+        elif ch == ";":
+            return text[:i]
+    return text
+
+
+def extract_sql(text: str) -> str | None:
+    """The SQL statement in a model reply (fenced or bare), or None when there is none."""
+    fenced = _FENCE.search(text)
+    body = fenced.group(1) if fenced else text
+    start = _START.search(body)
+    if not start:
+        return None
+    sql = _first_statement(body[start.start() :]).split("\n\n")[0].strip()
+    return sql or None
+
+
+async def generate(
+    llm: BaseChatModel,
+    messages: list[BaseMessage],
+    usage: Usage,
+    temperature: float = 0.0,
+    seed: int | None = None,
+) -> tuple[str, str | None]:
+    """(raw reply, extracted SQL) for one candidate."""
+    params: dict = {"stop": STOP, "max_tokens": MAX_TOKENS}
+    if temperature > 0:
+        params.update(temperature=temperature, seed=seed)
+    else:
+        params.update(temperature=0.0)
+    reply = await llm.bind(**params).ainvoke(messages)
+    usage.add(reply)
+    text = str(reply.content)
+    return text, extract_sql(text)

@@ -1,0 +1,129 @@
+"""Repair step, with self-consistency: candidates are guarded and executed; failures go back to the LLM.
+
+One round: `candidates` replies (the first greedy, the rest sampled) are guarded and executed; the
+result set most candidates agree on wins. If none runs, the failed SQL and the error (parse, guard
+or database) go back to the model as a new turn, up to `max_attempts` rounds in all. A repair that
+repeats an already failed query is re-drawn by sampling, since a tiny model at temperature 0 tends
+to repeat itself. A timeout ends the loop: another try could run just as long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+
+from pipeline.databases import Database
+from pipeline.execute import QueryResult, QueryTimeout, SQLError, execute
+from pipeline.generate import Usage, generate
+from pipeline.guard import ParseError, Refused, guard
+from pipeline.prompt import dialect_name
+
+SAMPLE_TEMPERATURE = 0.7
+
+
+class AskFailed(Exception):
+    """The pipeline gave up; `kind` is the API's error type: unanswerable|refused|sql_error|timeout."""
+
+    def __init__(self, kind: str, message: str, sql: str | None, attempts: int) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.sql, self.attempts = kind, message, sql, attempts
+
+    def to_api(self) -> dict:
+        return {"error": {"type": self.kind, "message": self.message, "sql": self.sql}}
+
+
+@dataclass
+class Outcome:
+    """One candidate: the SQL the model wrote, what ran, and the result or the error."""
+
+    raw: str
+    sql: str | None
+    safe_sql: str | None = None
+    result: QueryResult | None = None
+    kind: str | None = None  # error type when it failed
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
+def check(db: Database, sql: str | None, raw: str, max_rows: int, timeout_s: float) -> Outcome:
+    """Guard and execute one candidate (blocking: run it in a thread)."""
+    if sql is None:
+        return Outcome(raw, None, kind="unanswerable", error="the model's reply contains no SQL statement")
+    try:
+        safe = guard(sql, db.dialect, max_rows)
+    except ParseError as err:
+        return Outcome(raw, sql, kind="sql_error", error=str(err))
+    except Refused as err:
+        return Outcome(raw, sql, kind="refused", error=str(err))
+    try:
+        return Outcome(raw, sql, safe, execute(db, safe, max_rows, timeout_s))
+    except QueryTimeout as err:
+        return Outcome(raw, sql, safe, kind="timeout", error=str(err))
+    except SQLError as err:
+        return Outcome(raw, sql, safe, kind="sql_error", error=str(err))
+
+
+def _key(result: QueryResult) -> tuple:
+    return tuple(sorted(repr(row) for row in result.rows))
+
+
+def vote(outcomes: list[Outcome]) -> Outcome:
+    """The candidate whose result set most candidates share; non-empty results beat empty ones
+    (a wrong literal gives an empty set), ties go to the earlier (greedier) candidate."""
+    ok = [o for o in outcomes if o.ok]
+    counts = Counter(_key(o.result) for o in ok)
+    return max(ok, key=lambda o: (bool(o.result.rows), counts[_key(o.result)], -ok.index(o)))
+
+
+def repair_turns(outcome: Outcome, question: str, dialect: str) -> list[BaseMessage]:
+    name = dialect_name(dialect)
+    if outcome.sql is None:
+        hint = f"That was not SQL. Answer with one {name} SELECT statement only."
+    else:
+        hint = f"That query failed: {outcome.error}\nWrite a corrected {name} SELECT statement."
+    return [AIMessage(outcome.raw.strip() or "(empty)"), HumanMessage(f"{hint}\nQuestion: {question}")]
+
+
+async def solve(
+    llm: BaseChatModel,
+    messages: list[BaseMessage],
+    *,
+    db: Database,
+    question: str,
+    max_rows: int,
+    timeout_s: float,
+    usage: Usage,
+    max_attempts: int = 3,
+    candidates: int = 1,
+) -> tuple[Outcome, int]:
+    """(winning outcome, rounds used); raises AskFailed when no round produced a runnable query."""
+
+    async def attempt(msgs: list[BaseMessage], temperature: float, seed: int | None) -> Outcome:
+        raw, sql = await generate(llm, msgs, usage, temperature, seed)
+        return await asyncio.to_thread(check, db, sql, raw, max_rows, timeout_s)
+
+    first = await asyncio.gather(
+        *(attempt(messages, 0.0 if i == 0 else SAMPLE_TEMPERATURE, i) for i in range(candidates))
+    )
+    if any(o.ok for o in first):
+        return vote(list(first)), 1
+    last, failed = first[0], {o.sql for o in first}
+    rounds = 1
+    while rounds < max_attempts and last.kind != "timeout":
+        rounds += 1
+        turns = messages + repair_turns(last, question, db.dialect)
+        outcome = await attempt(turns, 0.0, None)
+        if outcome.sql in failed:  # repeated itself: draw a different one
+            outcome = await attempt(turns, SAMPLE_TEMPERATURE, rounds)
+        if outcome.ok:
+            return outcome, rounds
+        failed.add(outcome.sql)
+        last = outcome
+    raise AskFailed(last.kind or "unanswerable", last.error or "no answer", last.safe_sql or last.sql, rounds)
