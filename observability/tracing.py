@@ -59,6 +59,8 @@ def _clean(attributes: dict[str, Any]) -> dict[str, Any]:
 class SpanCallback(BaseCallbackHandler):
     """One span per LangChain run, parented like the runs (a run's parent run is its span's parent)."""
 
+    run_inline = True  # called in the event loop itself: ordered, and with the request's context
+
     def __init__(self) -> None:
         self._spans: dict[UUID, Span] = {}
 

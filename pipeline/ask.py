@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import JSONResponse
 
+from observability.tracing import SpanCallback
 from pipeline.chain import AskOptions, build_chain
 from pipeline.embeddings import RunnerEmbeddings
 from pipeline.llm import GenerationRejected, RunnerChatModel
@@ -111,7 +112,8 @@ class Asker:
     async def ask(
         self, *, question: str, db: Any, max_rows: int, tag: str, options: AskOptions, observation: Any
     ) -> AskResponse | JSONResponse:
-        config = {"callbacks": [StageTimer(observation)], "run_name": "askdb.ask"}
+        # SpanCallback: one OpenTelemetry span per chain step, under the request's span
+        config = {"callbacks": [StageTimer(observation), SpanCallback()], "run_name": "askdb.ask"}
         state = {"question": question, "db": db, "max_rows": max_rows, "options": options}
         try:
             out = await self.get_chain(tag).ainvoke(state, config=config)

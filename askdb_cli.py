@@ -1,0 +1,28 @@
+"""`askdb` command: a thin dispatcher; each subcommand lives in its own module.
+
+askdb report LOGDIR [...]     summarise a quality log or load test (observability/report.py)
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> module with `main(argv) -> int`; imported only when used (matplotlib is slow)
+COMMANDS = {
+    "report": "observability.report",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print("usage: askdb {" + ",".join(sorted(COMMANDS)) + "} ...", file=sys.stderr)
+        for name, module in sorted(COMMANDS.items()):
+            print(f"  {name:10} {module}", file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    return int(importlib.import_module(COMMANDS[argv[0]]).main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
