@@ -23,7 +23,21 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--defaults", action="store_true", help="import the embedded default models")
     imp.add_argument("--force", action="store_true", help="import again even if an identical copy exists")
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.add_parser("list", help="stored models with their labels and metadata")
     return parser
+
+
+def _list() -> int:
+    import bentoml
+
+    for model in sorted(bentoml.models.list(), key=lambda m: str(m.tag)):
+        meta, labels = model.info.metadata, model.info.labels
+        label_text = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        print(
+            f"{model.tag}  {meta.get('task', '?')}  {meta.get('architecture', '?')}  "
+            f"{meta.get('parameters', 0) / 1e6:.1f}M  {meta.get('dtype', '?')}  [{label_text}]"
+        )
+    return 0
 
 
 def _default_name(source: str) -> str:
@@ -36,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     # transformers and bentoml are chatty on import; the CLI prints its own one-line results
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if args.command == "list":
+        return _list()
     from models.importer import import_defaults, import_model
 
     try:

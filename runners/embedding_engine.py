@@ -51,7 +51,9 @@ class Embedder:
         device, dtype = device_mod.pick()
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         model = transformers.AutoModel.from_pretrained(path, dtype=dtype).to(device).eval()
-        return cls(model, tokenizer, device, _pooling_mode(path), _normalises(path), _max_length(path, tokenizer))
+        return cls(
+            model, tokenizer, device, _pooling_mode(path), _normalises(path), _max_length(path, tokenizer)
+        )
 
     @property
     def dim(self) -> int:

@@ -40,8 +40,16 @@ def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 
 class BentoServer:
     """`bentoml serve TARGET` in its own process group, with env overrides and a log file."""
 
-    def __init__(self, target: str = "service:AskDB", *, port: int | None = None, env: dict | None = None,
-                 log: Path | None = None, cwd: Path = ROOT, args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        target: str = "service:AskDB",
+        *,
+        port: int | None = None,
+        env: dict | None = None,
+        log: Path | None = None,
+        cwd: Path = ROOT,
+        args: list[str] | None = None,
+    ) -> None:
         self.target, self.port, self.cwd = target, port or free_port(), cwd
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.log_path = log or Path(os.environ.get("TMPDIR", "/tmp")) / f"askdb-serve-{self.port}.log"
@@ -55,8 +63,14 @@ class BentoServer:
     def start(self, timeout: float = 300.0) -> BentoServer:
         cmd = [BENTOML, "serve", self.target, "--host", "127.0.0.1", "--port", str(self.port), *self.args]
         self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             wait_ready(self.url, self.proc, timeout)
         except Exception:
