@@ -1,0 +1,125 @@
+"""Adaptive batching on vs off (max_batch_size=1) for /embed and /generate, in one run.
+
+    python -m bench.batching [--concurrency 1 4 16 32] [--out bench/results]
+
+Starts two real `bentoml serve service:AskDB` in turn (same machine, same code, only the runners'
+max batch size differs), drives each with closed-loop clients, prints a table, writes
+batching.json and batching.png. Absolute numbers on shared machines are noise; the ratio is the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+from bench.loadgen import measure
+from tests.servers import BentoServer
+
+MODES = {
+    "batched": {},
+    "unbatched": {"ASKDB_LLM_MAX_BATCH_SIZE": "1", "ASKDB_EMBED_MAX_BATCH_SIZE": "1"},
+}
+QUESTIONS = [
+    "How many albums does each artist have?",
+    "List the customers from Brazil.",
+    "Which genre has the most tracks?",
+    "What is the total revenue per country?",
+    "Who is the manager of each employee?",
+    "Show the ten longest tracks.",
+]
+
+
+def _workloads(gen_tokens: int) -> dict[str, dict[str, Any]]:
+    return {
+        "/embed": {
+            "body": lambda i: {"texts": [QUESTIONS[i % len(QUESTIONS)] + f" (#{i})"]},
+            "per_client": 8,
+            "tokens": lambda r: 0,
+        },
+        "/generate": {
+            "body": lambda i: {
+                "prompt": f"Question {i}: {QUESTIONS[i % len(QUESTIONS)]}\nSQL:",
+                "max_new_tokens": gen_tokens,
+            },
+            "per_client": 2,
+            "tokens": lambda r: r["usage"]["completion_tokens"],
+        },
+    }
+
+
+def run(concurrency: list[int], gen_tokens: int) -> list[dict[str, Any]]:
+    rows = []
+    for mode, env in MODES.items():
+        with BentoServer("service:AskDB", env={"BENTOML_DO_NOT_TRACK": "true", **env}) as server:
+            for path, w in _workloads(gen_tokens).items():
+                for c in concurrency:
+                    row = measure(server.url, path, w["body"], c, c * w["per_client"], w["tokens"])
+                    rows.append({"mode": mode, "endpoint": path, **row})
+                    print(
+                        f"{mode:9s} {path:9s} c={c:3d} {row['rps']:8.1f} req/s  p50 {row['p50_ms']:8.1f} ms",
+                        flush=True,
+                    )
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    by = {(r["mode"], r["endpoint"], r["concurrency"]): r for r in rows}
+    lines = [
+        "| endpoint | clients | batched req/s | unbatched req/s | gain | batched p50/p95 ms | "
+        "unbatched p50/p95 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (mode, path, c), b in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][2])):
+        if mode != "batched":
+            continue
+        u = by[("unbatched", path, c)]
+        lines.append(
+            f"| {path} | {c} | {b['rps']:.1f} | {u['rps']:.1f} | {b['rps'] / u['rps']:.1f}x | "
+            f"{b['p50_ms']:.0f}/{b['p95_ms']:.0f} | {u['p50_ms']:.0f}/{u['p95_ms']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    endpoints = sorted({r["endpoint"] for r in rows})
+    fig, axes = plt.subplots(1, len(endpoints), figsize=(6 * len(endpoints), 4))
+    for ax, path_ in zip(axes, endpoints, strict=True):
+        for mode in MODES:
+            pts = sorted(
+                (r["concurrency"], r["rps"]) for r in rows if r["endpoint"] == path_ and r["mode"] == mode
+            )
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=mode)
+        ax.set(title=f"{path_} throughput", xlabel="concurrent clients", ylabel="requests/s", xscale="log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 32])
+    parser.add_argument("--gen-tokens", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args(argv)
+    rows = run(args.concurrency, args.gen_tokens)
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": platform.processor() or platform.machine(), "gen_tokens": args.gen_tokens}
+    (args.out / "batching.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    plot(rows, args.out / "batching.png")
+    print(table(rows))
+    print(f"wrote {args.out / 'batching.json'} and {args.out / 'batching.png'}")
+
+
+if __name__ == "__main__":
+    main()
