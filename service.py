@@ -116,7 +116,7 @@ class AskDB:
         except (OSError, SQLAlchemyError) as err:
             # A dependency is down: 503 saying which (a raised 5xx reaches the client without its message).
             ctx.response.status_code = 503
-            reason = database.scrub(str(err).splitlines()[0])[:300]
+            reason = database.error_message(err, limit=300)
             return {"error": {"type": "unavailable", "message": f"database {db!r} is unavailable: {reason}"}}
 
     @bentoml.api

@@ -302,7 +302,10 @@ def load(engine: Engine, rows: Rows) -> None:
 
 def read_rows(engine: Engine) -> Rows:
     with engine.connect() as conn:
-        return {t.name: [dict(r._mapping) for r in conn.execute(select(t))] for t in metadata.sorted_tables}
+        return {
+            t.name: [dict(r._mapping) for r in conn.execute(select(t).order_by(*t.primary_key.columns))]
+            for t in metadata.sorted_tables
+        }
 
 
 def is_built(path: Path) -> bool:

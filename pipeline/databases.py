@@ -46,11 +46,17 @@ class Database:
     secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     def scrub(self, text: str) -> str:
-        """`text` with this database's password and full URL replaced by ***."""
+        """`text` with this database's URL, password and host replaced by ***."""
         for secret in self.secrets:
             if secret:
                 text = text.replace(secret, "***")
         return text
+
+    def error_message(self, err: BaseException, limit: int = 500) -> str:
+        """The driver's own message (not SQLAlchemy's wrapper with SQL and links), first line, scrubbed."""
+        orig = getattr(err, "orig", None) or err
+        first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+        return self.scrub(first)[:limit]
 
 
 def _expand(value: str, where: str) -> str:
@@ -123,7 +129,12 @@ def open_database(name: str, url: str) -> Database:
     if dialect not in SUPPORTED:
         raise ConfigError(f"database {name!r}: dialect {dialect!r} is not supported; use one of {SUPPORTED}")
     engine = _sqlite_engine(parsed) if dialect == "sqlite" else _postgres_engine(parsed)
-    secrets = tuple(s for s in (parsed.password, url, parsed.render_as_string(hide_password=False)) if s)
+    full = parsed.render_as_string(hide_password=False)
+    # Longest first, so a URL is hidden whole before its parts. The host (where the server lives) only
+    # where drivers quote it: a short name like "db" must not blank out every "db" in a message.
+    hosts = (f'"{parsed.host}"', f"@{parsed.host}") if parsed.host else ()
+    found = {s for s in (url, full, parsed.password, *hosts) if s}
+    secrets = tuple(sorted(found, key=len, reverse=True))
     return Database(name=name, dialect=dialect, engine=engine, secrets=secrets)
 
 

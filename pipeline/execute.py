@@ -115,12 +115,6 @@ def _run_postgres(db: Database, sql: str, max_rows: int, timeout_s: float) -> Qu
             conn.rollback()  # nothing is ever committed
 
 
-def _message(db: Database, err: exc.DBAPIError) -> str:
-    orig = err.orig if err.orig is not None else err
-    first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
-    return db.scrub(first)[:500]
-
-
 def execute(db: Database, sql: str, max_rows: int, timeout_s: float) -> QueryResult:
     """Run one (guarded) query; QueryTimeout past `timeout_s`, SQLError when the database refuses it."""
     if max_rows < 1 or timeout_s <= 0:
@@ -129,7 +123,7 @@ def execute(db: Database, sql: str, max_rows: int, timeout_s: float) -> QueryRes
     try:
         return run(db, sql, max_rows, timeout_s)
     except exc.DBAPIError as err:
-        raise SQLError(_message(db, err)) from None
+        raise SQLError(db.error_message(err)) from None
 
 
 def as_runnable(max_rows: int = 100, timeout_s: float = 10.0) -> RunnableLambda:

@@ -132,11 +132,14 @@ def reflect(db: Database, samples: int = SAMPLE_ROWS) -> SchemaInfo:
                 ColumnInfo(c["name"], str(c["type"]), bool(c.get("nullable", True)), c["name"] in pk)
                 for c in insp.get_columns(name)
             ]
-            fks = [
-                ForeignKey(col, f"{fk['referred_table']}.{ref}")
-                for fk in insp.get_foreign_keys(name)
-                for col, ref in zip(fk["constrained_columns"], fk["referred_columns"], strict=True)
-            ]
+            fks = sorted(
+                (
+                    ForeignKey(col, f"{fk['referred_table']}.{ref}")
+                    for fk in insp.get_foreign_keys(name)
+                    for col, ref in zip(fk["constrained_columns"], fk["referred_columns"], strict=True)
+                ),
+                key=lambda f: (f.column, f.references),  # dialects list them in different orders
+            )
             table = Table(name, metadata, autoload_with=conn)
             rows = conn.execute(select(table).limit(samples)).all() if samples else []
             tables.append(TableInfo(name, columns, fks, [[json_safe(v) for v in r] for r in rows]))
