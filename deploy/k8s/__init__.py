@@ -1,0 +1,1 @@
+"""Kubernetes manifests (kustomize base + overlays) and the renderer the tests use."""
