@@ -38,6 +38,7 @@ LLM_GPUS = _int("ASKDB_LLM_GPUS", max(1, GPUS))
 # KV cache: "dynamic" (grows per step) or "static" (preallocated; needed for compile / CUDA graphs).
 LLM_CACHE = os.environ.get("ASKDB_LLM_CACHE", "dynamic")
 LLM_COMPILE = os.environ.get("ASKDB_LLM_COMPILE", "0") == "1"
+LLM_WARMUP = os.environ.get("ASKDB_LLM_WARMUP", "1") == "1"  # compile every batch bucket at start
 # Static-cache buckets: prompt widths rounded up to 64 tokens, cache lengths to 256, so one compiled
 # graph serves many request shapes.
 LLM_PAD_MULTIPLE = _int("ASKDB_LLM_PAD_MULTIPLE", 64)

@@ -28,8 +28,11 @@ VARIANTS: dict[str, dict[str, str]] = {
     "default": {},
     "eager": {"ASKDB_LLM_CACHE": "dynamic", "ASKDB_LLM_COMPILE": "0"},
     "static": {"ASKDB_LLM_CACHE": "static", "ASKDB_LLM_COMPILE": "0"},
-    "compiled": {"ASKDB_LLM_CACHE": "static", "ASKDB_LLM_COMPILE": "1"},
+    "compiled": {"ASKDB_LLM_CACHE": "static", "ASKDB_LLM_COMPILE": "1", "ASKDB_LLM_WARMUP": "0"},
+    # continuous batching (runners/streaming.py) through the /stream endpoint, room for every client
+    "stream": {"ASKDB_LLM_MAX_STREAMS": "128"},
 }
+ENDPOINT = {"stream": "stream"}  # variant -> endpoint; the rest use /generate
 
 
 def _ints(text: str) -> list[int]:
@@ -43,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shapes", default=",".join(shapes.SHAPES))
     p.add_argument("--base", help="folder with SmolLM2's config.json + tokenizer (default: the store's copy)")
     p.add_argument("--concurrency", default="1,8,32,64,128")
+    p.add_argument("--inprocess-batches", help="batch sizes in-process (default: --concurrency)")
     p.add_argument("--prompt-tokens", type=int, default=128)
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3, help="measured requests per client (c=1: at least 4)")
@@ -142,13 +146,14 @@ def bench_shape(
             "bandwidth_bytes_per_s": bandwidth,
             "roofline": {
                 str(c): roofline.tokens_per_s(c, bandwidth, weights, shape.kv_bytes_per_token(), mean_ctx)
-                for c in conc
+                for c in sorted(set(conc) | set(_ints(args.inprocess_batches or "")))
             },
             "env": env,
         }
         if variant in inproc_variants:
             print(f"{name} [{variant}] in-process", flush=True)
-            run["inprocess"] = inproc.measure(gen, prompt, args.new_tokens, conc, args.reps)
+            batches = _ints(args.inprocess_batches or args.concurrency)
+            run["inprocess"] = inproc.measure(gen, prompt, args.new_tokens, batches, args.reps)
         del gen
         _free(args.device)
         if variant in args.variants.split(",") and not args.no_serve:
@@ -157,13 +162,28 @@ def bench_shape(
             log = Path(args.out) / f"serve-{name}-{variant}.log"
             with load_server(tag, venv, log) as server:
                 run["served"] = [
-                    load.measure(server.url, body, c, max(args.rounds, 4) if c == 1 else args.rounds)
+                    load.measure(
+                        server.url,
+                        body,
+                        c,
+                        max(args.rounds, 4) if c == 1 else args.rounds,
+                        ENDPOINT.get(variant, "generate"),
+                    )
                     for c in conc
                 ]
-        report.derive(run)
-        print(report.table(run), flush=True)
         runs.append(run)
+        _derive(runs, name)
+        print(report.table(run, run["reference_inprocess"]), flush=True)
         report.write(runs, {"args": vars(args), "env": env}, Path(args.out))  # keep what finished
+
+
+def _derive(runs: list[dict], shape: str) -> None:
+    """Served variants without their own in-process run compare with the shape's first one."""
+    mine = [r for r in runs if r["shape"] == shape]
+    reference = next((r["inprocess"] for r in mine if "inprocess" in r), None)
+    for run in mine:
+        run["reference_inprocess"] = None if "inprocess" in run else reference
+        report.derive(run, run["reference_inprocess"])
 
 
 def load_server(tag: str, env: dict[str, str], log: Path):
@@ -185,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.shapes.split(","):
         bench_shape(name, args, base, bandwidth, env, runs)
     report.plots(runs, out)
-    print("\n" + "\n\n".join(report.table(r) for r in runs))
+    print("\n" + "\n\n".join(report.table(r, r.get("reference_inprocess")) for r in runs))
     print(f"\nwrote {out}/gpu_bench.json and PNG plots")
     return 0
 

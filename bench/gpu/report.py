@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 
-def derive(run: dict[str, Any]) -> None:
-    """Add to each served row its ratios against (a) c=1 served, (b) in-process, (c) the roofline."""
-    inproc = {r["batch"]: r for r in run.get("inprocess", [])}
+def derive(run: dict[str, Any], reference: list[dict[str, Any]] | None = None) -> None:
+    """Add to each served row its ratios against (a) c=1 served, (b) in-process (this variant's, else
+    `reference`: the plain runner's), (c) the roofline."""
+    inproc = {r["batch"]: r for r in run.get("inprocess") or reference or []}
     served = run.get("served", [])
     single = next((r for r in served if r["concurrency"] == 1), None)
     for row in served:
@@ -25,11 +26,12 @@ def derive(run: dict[str, Any]) -> None:
         r["roofline_fraction"] = r["tokens_per_s"] / run["roofline"][str(r["batch"])]
 
 
-def table(run: dict[str, Any]) -> str:
-    inproc = {r["batch"]: r for r in run.get("inprocess", [])}
+def table(run: dict[str, Any], reference: list[dict[str, Any]] | None = None) -> str:
+    inproc = {r["batch"]: r for r in run.get("inprocess") or reference or []}
     head = (
         f"{run['shape']} [{run['variant']}] on {run['env']['gpu']}\n"
-        f"{'conc':>5} {'tok/s':>9} {'req/s':>7} {'p50 s':>7} {'p99 s':>7} {'x(a)':>6} {'p50/(a)':>7} "
+        f"{'conc':>5} {'tok/s':>9} {'req/s':>7} {'p50 s':>7} {'p99 s':>7} {'ttft s':>7} "
+        f"{'x(a)':>6} {'p50/(a)':>7} "
         f"{'(b) tok/s':>10} {'ovh':>6} {'prefill s':>9} {'roof tok/s':>10} {'roof%':>6}"
     )
     lines = [head]
@@ -44,7 +46,8 @@ def table(run: dict[str, Any]) -> str:
         frac = s.get("roofline_fraction", b.get("roofline_fraction"))
         lines.append(
             f"{c:>5} {f(s, 'tokens_per_s', '9.1f'):>9} {f(s, 'requests_per_s', '7.2f'):>7} "
-            f"{f(s, 'p50_s', '7.2f'):>7} {f(s, 'p99_s', '7.2f'):>7} {f(s, 'speedup_vs_single', '6.1f'):>6} "
+            f"{f(s, 'p50_s', '7.2f'):>7} {f(s, 'p99_s', '7.2f'):>7} {f(s, 'ttft_p50_s', '7.3f'):>7} "
+            f"{f(s, 'speedup_vs_single', '6.1f'):>6} "
             f"{f(s, 'p50_vs_single', '7.2f'):>7} {f(b, 'tokens_per_s', '10.1f'):>10} "
             f"{f(s, 'serving_overhead', '6.1%'):>6} {f(b, 'prefill_s', '9.3f'):>9} "
             f"{'-' if roof is None else format(roof, '10.0f'):>10} "
