@@ -100,7 +100,7 @@ class Generator:
         model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
         context = int(getattr(model.config, "max_position_embeddings", 2048))
         gen = cls(model, tokenizer, device, context)
-        if settings.LLM_COMPILE and settings.LLM_CACHE == "static":
+        if settings.LLM_COMPILE and settings.LLM_CACHE == "static" and settings.LLM_WARMUP:
             gen.warmup()
         return gen
 
@@ -167,7 +167,11 @@ class Generator:
             problem = self._check(len(toks), req)
             if problem:
                 results[i] = GenResult(
-                    text="", finish_reason="error", prompt_tokens=len(toks), completion_tokens=0, error=problem
+                    text="",
+                    finish_reason="error",
+                    prompt_tokens=len(toks),
+                    completion_tokens=0,
+                    error=problem,
                 )
             else:
                 ok.append(i)

@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="folder with SmolLM2's config.json + tokenizer (default: the store's copy)")
     p.add_argument("--concurrency", default="1,8,32,64,128")
     p.add_argument("--inprocess-batches", help="batch sizes in-process (default: --concurrency)")
+    p.add_argument("--probe-batches", help="batch sizes for in-process-only variants (default: as above)")
     p.add_argument("--prompt-tokens", type=int, default=128)
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3, help="measured requests per client (c=1: at least 4)")
@@ -146,13 +147,17 @@ def bench_shape(
             "bandwidth_bytes_per_s": bandwidth,
             "roofline": {
                 str(c): roofline.tokens_per_s(c, bandwidth, weights, shape.kv_bytes_per_token(), mean_ctx)
-                for c in sorted(set(conc) | set(_ints(args.inprocess_batches or "")))
+                for c in sorted(
+                    set(conc) | set(_ints(f"{args.inprocess_batches or ''},{args.probe_batches or ''}"))
+                )
             },
             "env": env,
         }
         if variant in inproc_variants:
             print(f"{name} [{variant}] in-process", flush=True)
             batches = _ints(args.inprocess_batches or args.concurrency)
+            if variant not in args.variants.split(",") and args.probe_batches:
+                batches = _ints(args.probe_batches)
             run["inprocess"] = inproc.measure(gen, prompt, args.new_tokens, batches, args.reps)
         del gen
         _free(args.device)
