@@ -85,6 +85,8 @@ async def chat_completions(body: ChatCompletionRequest) -> JSONResponse | Stream
         params["seed"] = body.seed
     if body.stops():
         params["stop"] = body.stops()
+    if body.ignore_eos:
+        params["ignore_eos"] = True
     messages, tag = to_langchain(body.messages), await local_tag()
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
@@ -145,6 +147,7 @@ async def completions(body: CompletionRequest) -> JSONResponse | StreamingRespon
         top_p=body.top_p,
         stop=body.stops(),
         seed=body.seed,
+        ignore_eos=body.ignore_eos,
     )
     cid, created, tag, headers = (
         f"cmpl-{uuid.uuid4().hex}",

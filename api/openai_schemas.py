@@ -52,6 +52,7 @@ class _Sampling(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    ignore_eos: bool = False  # vLLM's extension (extra_body): generate exactly max_tokens (benchmarks)
 
     @field_validator("n")
     @classmethod

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from langchain_core.messages import BaseMessage
@@ -31,7 +31,7 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
 
 async def chat_stream(
     first: BaseMessage,
-    rest: AsyncIterator[BaseMessage],
+    rest: AsyncGenerator[BaseMessage, None],
     cid: str,
     created: int,
     model: str,
@@ -68,6 +68,8 @@ async def chat_stream(
         log.warning("stream from %s failed: %s", provider, type(exc).__name__)
         yield sse(error_body(502, f"provider {provider!r} failed mid-stream", code="upstream_error"))
         return
+    finally:
+        await rest.aclose()
     yield chunk({}, finish)
     if include_usage:
         yield sse(

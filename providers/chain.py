@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from functools import cache
 from typing import Any
 
@@ -99,12 +100,13 @@ class ProviderRunnable(Runnable[Any, BaseMessage]):
     ) -> AsyncIterator[BaseMessage]:
         started, first = time.monotonic(), True
         try:
-            async for chunk in provider_model(self.name).astream(input, config, **kwargs):
-                if first:  # only the first chunk: merged chunks would concatenate the name
-                    self._ok(started)
-                    chunk = self._tag(chunk)
-                    first = False
-                yield chunk
+            async with aclosing(provider_model(self.name).astream(input, config, **kwargs)) as chunks:
+                async for chunk in chunks:
+                    if first:  # only the first chunk: merged chunks would concatenate the name
+                        self._ok(started)
+                        chunk = self._tag(chunk)
+                        first = False
+                    yield chunk
         except Exception as exc:
             if first:
                 self._failed(exc)

@@ -18,6 +18,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 
 from pipeline.llm import GenerationRejected, RunnerChatModel
+from runners.schemas import GenRequest
 
 
 async def runner_events(runner: Any, job: Any) -> AsyncIterator[dict]:
@@ -40,6 +41,11 @@ async def runner_events(runner: Any, job: Any) -> AsyncIterator[dict]:
 
 class LocalChatModel(RunnerChatModel):
     """RunnerChatModel plus real streaming through the runner's continuous-batching step loop."""
+
+    def _request(self, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any) -> GenRequest:
+        job = super()._request(messages, stop, **kwargs)
+        job.ignore_eos = bool(kwargs.get("ignore_eos", False))  # vLLM's extension: fixed-length answers
+        return job
 
     async def _astream(
         self,

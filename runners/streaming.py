@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from prometheus_client import Counter, Gauge
 from pydantic import BaseModel
 from transformers import DynamicCache
 
@@ -25,6 +26,10 @@ from runners.generation import Generator
 from runners.schemas import GenRequest
 
 log = logging.getLogger(__name__)
+
+# Stream-loop health: open rows now, and rows freed because their client went away.
+active_streams = Gauge("askdb_stream_active", "Token streams being decoded", multiprocess_mode="livesum")
+cancelled_streams = Counter("askdb_stream_cancelled", "Streams stopped early because the client left")
 
 
 class StreamEvent(BaseModel):
@@ -134,6 +139,7 @@ class StreamEngine:
                 for seq in self._rows + new:
                     seq.emit(StreamEvent(finish_reason="error", error=f"generation failed: {exc}"))
                 self._rows, self._cache = [], None
+                active_streams.set(0)
 
     def _admit(self, seqs: list[_Seq]) -> None:
         if not seqs:
@@ -155,6 +161,7 @@ class StreamEngine:
     ) -> None:
         if self._cache is None or not self._rows:
             self._rows, self._cache, self._mask, self._last, self._pos = list(seqs), cache, mask, last, pos
+            active_streams.set(len(self._rows))
             return
         width = max(self._mask.shape[1], mask.shape[1])
 
@@ -173,6 +180,7 @@ class StreamEngine:
         self._last = torch.cat([self._last, last])
         self._pos = torch.cat([self._pos, pos])
         self._rows.extend(seqs)
+        active_streams.set(len(self._rows))
 
     def _step(self) -> None:
         assert self._cache is not None and self._mask is not None
@@ -214,6 +222,7 @@ class StreamEngine:
         for row, token in zip(rows, tokens, strict=True):
             seq = self._rows[row]
             if seq.cancelled:
+                cancelled_streams.inc()
                 done.add(row)
                 continue
             reason = None
@@ -254,6 +263,7 @@ class StreamEngine:
     def _drop(self, rows: set[int]) -> None:
         keep = [i for i in range(len(self._rows)) if i not in rows]
         self._rows = [self._rows[i] for i in keep]
+        active_streams.set(len(keep))
         if not keep:
             self._cache = self._mask = self._last = self._pos = None
             return

@@ -8,12 +8,15 @@ from collections.abc import Iterator
 import bentoml
 import pytest
 
+from tests.fake_provider import PROVIDER_ENV
 from tests.guarded import guarded  # noqa: F401  (session fixture: AskDB with API keys and caps)
 from tests.pg import PostgresServer
 from tests.servers import BentoServer
 
 # A short batching window makes concurrent test calls share model calls without slowing singles.
 TEST_ENV = {"ASKDB_LLM_MAX_BATCH_SIZE": "16", "BENTOML_DO_NOT_TRACK": "true"}
+# providers for the OpenAI/provider tests (tests/fake_provider.py): down until those tests start them
+TEST_ENV.update(PROVIDER_ENV)
 
 
 @pytest.fixture(scope="session")
@@ -38,11 +41,13 @@ def postgres() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="session")
 def askdb_pg(postgres: PostgresServer) -> Iterator[BentoServer]:
     """A second AskDB configured through ASKDB_DATABASES with PostgreSQL databases whose URLs carry
-    passwords: `pg` (SELECT-only role, password written in the URL) and `pg_env` (owner, password
-    from ${ASKDB_TEST_PG_PASSWORD}). Shared by the tests that need PostgreSQL behind the service."""
+    passwords: `pg` (SELECT-only role, password written in the URL), `pg_env` (owner, password from
+    ${ASKDB_TEST_PG_PASSWORD}) and `pg_wrong_password` (fails to connect: error paths must not leak).
+    Shared by the tests that need PostgreSQL behind the service."""
     databases = {
         "pg": postgres.reader_url,
         "pg_env": postgres.url_for("askdb", "${ASKDB_TEST_PG_PASSWORD}"),
+        "pg_wrong_password": postgres.url_for("askdb", "wrong-" + postgres.password),
     }
     env = {**TEST_ENV, "ASKDB_DATABASES": json.dumps(databases), "ASKDB_TEST_PG_PASSWORD": postgres.password}
     with BentoServer("service:AskDB", env=env) as server:

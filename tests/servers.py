@@ -37,6 +37,21 @@ def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 
     raise TimeoutError(f"{url} not ready after {timeout:.0f}s")
 
 
+def private_home(port: int, shared: str | None) -> Path:
+    """A BENTOML_HOME of this server's own, sharing the model and bento stores: `bentoml serve`
+    wipes $BENTOML_HOME/prometheus_multiproc_dir at start, which would erase the metrics of every
+    other server running from the same home (tests run several at once)."""
+    store = Path(shared or Path.home() / "bentoml")
+    home = Path(os.environ.get("TMPDIR", "/tmp")) / f"askdb-bentoml-home-{port}"
+    home.mkdir(parents=True, exist_ok=True)
+    for name in ("models", "bentos"):
+        (store / name).mkdir(parents=True, exist_ok=True)
+        link = home / name
+        if not link.is_symlink():
+            link.symlink_to(store / name, target_is_directory=True)
+    return home
+
+
 class BentoServer:
     """`bentoml serve TARGET` in its own process group, with env overrides and a log file."""
 
@@ -52,6 +67,8 @@ class BentoServer:
     ) -> None:
         self.target, self.port, self.cwd = target, port or free_port(), cwd
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        if "BENTOML_HOME" not in (env or {}):
+            self.env["BENTOML_HOME"] = str(private_home(self.port, self.env.get("BENTOML_HOME")))
         self.log_path = log or Path(os.environ.get("TMPDIR", "/tmp")) / f"askdb-serve-{self.port}.log"
         self.args = args or []
         self.proc: subprocess.Popen | None = None

@@ -1,0 +1,174 @@
+"""The OpenAI-compatible API against the real session server, through the official `openai` client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.servers import BentoServer
+
+CHAT = [{"role": "user", "content": "Count from 1 to 40, separated by commas."}]
+
+
+@pytest.fixture(scope="module")
+def oa(askdb: BentoServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{askdb.url}/v1", api_key="unused", max_retries=0, timeout=300)
+
+
+@pytest.fixture
+def aoa(askdb: BentoServer) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{askdb.url}/v1", api_key="unused", max_retries=0, timeout=300)
+
+
+def test_models_lists_served_models_providers_and_routes(oa: openai.OpenAI) -> None:
+    ids = {m.id for m in oa.models.list()}
+    assert {"local", "smollm2-135m-instruct", "remote", "flaky", "split"} <= ids
+    assert any(i.startswith("all-minilm-l6-v2:") for i in ids)
+
+
+def test_chat_completion_sync(oa: openai.OpenAI) -> None:
+    raw = oa.chat.completions.with_raw_response.create(
+        model="smollm2-135m-instruct", messages=CHAT, max_tokens=8, temperature=0
+    )
+    reply = raw.parse()
+    assert raw.headers["x-askdb-provider"] == "local"
+    assert reply.model.startswith("smollm2-135m-instruct:")
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage.completion_tokens == 8 and reply.usage.prompt_tokens > 5
+    assert "1" in reply.choices[0].message.content
+
+
+def test_greedy_stream_equals_batch_answer(oa: openai.OpenAI) -> None:
+    args = {"model": "local", "messages": CHAT, "max_completion_tokens": 12, "temperature": 0}
+    whole = oa.chat.completions.create(**args).choices[0].message.content
+    chunks = list(oa.chat.completions.create(**args, stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) >= 4  # token by token
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 12
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+
+
+def test_stop_and_seed(oa: openai.OpenAI) -> None:
+    reply = oa.chat.completions.create(model="local", messages=CHAT, max_tokens=40, temperature=0, stop=["5"])
+    assert "5" not in reply.choices[0].message.content and reply.choices[0].finish_reason == "stop"
+    args = {
+        "model": "local",
+        "messages": CHAT,
+        "max_tokens": 10,
+        "temperature": 1.0,
+        "seed": 7,
+        "stream": True,
+    }
+    runs = [
+        "".join(c.choices[0].delta.content or "" for c in oa.chat.completions.create(**args))
+        for _ in range(2)
+    ]
+    assert runs[0] == runs[1]  # a seeded sampled stream repeats itself
+
+
+async def test_async_streams_interleave(aoa: openai.AsyncOpenAI) -> None:
+    """Four concurrent streams share the decode loop: each gets its first token before any ends."""
+    events: list[tuple[int, str]] = []
+
+    async def one(i: int) -> None:
+        stream = await aoa.chat.completions.create(
+            model="local", messages=CHAT, max_tokens=24, temperature=0, stream=True
+        )
+        first = True
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content and first:
+                events.append((i, "first"))
+                first = False
+            if chunk.choices and chunk.choices[0].finish_reason:
+                events.append((i, "end"))
+
+    await asyncio.gather(*(one(i) for i in range(4)))
+    order = [kind for _, kind in events]
+    assert order.count("first") == 4 and order.count("end") == 4
+    assert order.index("end") > max(i for i, k in enumerate(order) if k == "first")
+
+
+def _metric(url: str, name: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_client_disconnect_stops_generation(askdb: BentoServer) -> None:
+    before = _metric(askdb.url, "askdb_stream_cancelled_total")
+    body = {"model": "local", "messages": CHAT, "max_tokens": 2000, "temperature": 0.7, "stream": True}
+    with httpx.stream("POST", f"{askdb.url}/v1/chat/completions", json=body, timeout=120) as resp:
+        seen = 0
+        for line in resp.iter_lines():
+            seen += line.startswith("data: {")
+            if seen >= 4:
+                break  # leave after a few tokens of a 2000-token answer
+    deadline = time.monotonic() + 60
+    while _metric(askdb.url, "askdb_stream_cancelled_total") < before + 1:
+        assert time.monotonic() < deadline, "generation kept running after the client left"
+        time.sleep(0.2)  # poll interval of a readiness poll
+    assert _metric(askdb.url, "askdb_stream_active") == 0
+
+
+def test_completions_plain_and_streaming(oa: openai.OpenAI) -> None:
+    reply = oa.completions.create(model="local", prompt="SELECT name FROM", max_tokens=5, temperature=0)
+    assert reply.object == "text_completion" and reply.usage.completion_tokens <= 5
+    chunks = list(
+        oa.completions.create(
+            model="local", prompt="SELECT name FROM", max_tokens=5, temperature=0, stream=True
+        )
+    )
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == reply.choices[0].text
+
+
+def test_embeddings(oa: openai.OpenAI) -> None:
+    out = oa.embeddings.create(model="local", input=["albums by AC/DC", "tracks longer than 5 minutes"])
+    assert [d.index for d in out.data] == [0, 1] and len(out.data[0].embedding) == 384
+    b64 = oa.embeddings.create(model="local", input="albums", encoding_format="base64")  # client decodes
+    assert len(b64.data[0].embedding) == 384
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": CHAT, "n": 2}, "n"),
+        ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
+        ({"messages": CHAT, "temperature": 3}, "temperature"),
+        ({"messages": CHAT, "max_tokens": 0}, "max_tokens"),
+        ({"messages": CHAT, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"messages": CHAT, "tools": [{"type": "function"}]}, "tools"),
+        ({}, "messages"),
+    ],
+)
+def test_bad_fields_are_400_naming_the_field(oa: openai.OpenAI, body: dict, param: str) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        oa.post("/chat/completions", body=body, cast_to=httpx.Response)
+    assert err.value.status_code == 400 and err.value.body["param"] == param
+    assert (
+        err.value.body["type"] == "invalid_request_error" and param.split("[")[0] in err.value.body["message"]
+    )
+
+
+def test_unknown_model_is_404_and_long_prompt_400(oa: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as err:
+        oa.chat.completions.create(model="gpt-9", messages=CHAT)
+    assert err.value.body["code"] == "model_not_found" and "gpt-9" in err.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as err:
+        oa.chat.completions.create(
+            model="local", messages=[{"role": "user", "content": "word " * 6000}], stream=True
+        )
+    assert err.value.body["code"] == "context_length_exceeded"
+
+
+def test_invalid_json_is_400(askdb: BentoServer) -> None:
+    resp = httpx.post(
+        f"{askdb.url}/v1/chat/completions",
+        content=b"{nope",
+        timeout=30,
+        headers={"content-type": "application/json"},
+    )
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_json"
