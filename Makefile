@@ -7,7 +7,7 @@ PORT ?= 3000
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup install models data serve test lint bench eval
+.PHONY: setup install models data serve test lint bench eval bento image image-cuda test-image
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,8 +34,9 @@ setup: models data
 serve: setup
 	$(BIN)/bentoml serve --port $(PORT)
 
+# The image test builds an OCI image (minutes): `make test-image`, run by .ci/run after this.
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --ignore=tests/test_image.py $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
@@ -43,3 +44,22 @@ lint: install
 
 bench: setup
 	$(BIN)/python -m bench.batching
+
+# Shipping (deploy/image/README.md): the Bento, then OCI images. `make image` builds the CPU image
+# offline (debootstrap base + buildah, no Docker, no registry); IMAGE_ARGS= (empty) takes the standard
+# Docker path instead. The image test builds its own image, so it has its own command.
+IMAGE_ARGS ?= --offline
+EXTRA_CA_CERTS ?= $(if $(wildcard /usr/local/share/ca-certificates/*.crt),/usr/local/share/ca-certificates)
+IMAGE_ENV = ASKDB_EXTRA_CA_CERTS=$(EXTRA_CA_CERTS) VENV=$(VENV)
+
+bento: setup
+	$(IMAGE_ENV) deploy/image/build.sh --bento-only
+
+image: setup
+	$(IMAGE_ENV) deploy/image/build.sh --flavour cpu $(IMAGE_ARGS)
+
+image-cuda: setup
+	$(IMAGE_ENV) deploy/image/build.sh --flavour cuda $(IMAGE_ARGS)
+
+test-image: setup
+	$(IMAGE_ENV) $(BIN)/python -m pytest tests/test_image.py $(PYTEST_ARGS)

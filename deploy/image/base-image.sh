@@ -36,7 +36,9 @@ if [ "$force" = 0 ] && "${PODMAN[@]}" image exists "$name"; then
 fi
 
 rootfs="$(mktemp -d "$ASKDB_OCI_ROOT/tmp/rootfs.XXXXXX")"
-trap 'rm -rf "$rootfs"' EXIT
+# --one-file-system: never follow into a /proc that an interrupted debootstrap left mounted.
+trap 'rm -rf --one-file-system "$rootfs"' EXIT
+chmod 755 "$rootfs"  # it becomes the image's /: mktemp's 0700 would lock the non-root user out
 # minbase + what BentoML's Dockerfile needs: python3 with venv/pip (it pip-installs uv), CA bundle.
 debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
   bookworm "$rootfs" "$mirror"
@@ -50,10 +52,15 @@ rm -f "$rootfs"/usr/lib/python3*/EXTERNALLY-MANAGED
 # No package caches or lists in the image: smaller, and nothing from the build host.
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/*.log
 
-# uv must use the system CA store (which holds the extra CAs), not its bundled roots.
+# uv must use the system CA store (which holds the extra CAs), not its bundled roots (UV_NATIVE_TLS
+# for the uv BentoML pins today, UV_SYSTEM_CERTS for newer ones).
+# `podman import` sets no PATH, and BentoML's Dockerfile extends $PATH, so the image must define it.
+# No uv/pip cache: buildah keeps it in the image (Docker's BuildKit mounts it outside instead).
 tar -C "$rootfs" -c . | "${PODMAN[@]}" import \
-  --change "ENV UV_NATIVE_TLS=1" \
+  --change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+  --change "ENV UV_NATIVE_TLS=1" --change "ENV UV_SYSTEM_CERTS=1" \
   --change "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt" \
   --change "ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt" \
+  --change "ENV UV_NO_CACHE=1 PIP_NO_CACHE_DIR=1" \
   --change 'CMD ["/bin/bash"]' - "$name"
 "${PODMAN[@]}" image ls "$name"

@@ -44,16 +44,19 @@ base_image="${ASKDB_BASE_IMAGE:-localhost/askdb-base:bookworm-py311}"
 if [ "$flavour" = cpu ]; then
   wheel="$(sed -n 's#^ *- "\(build/wheels/torch-[^"]*\.whl\)"#\1#p' bentofile.yaml)"
   if [ ! -f "$wheel" ]; then
-    spec="$(sed -n 's#^ *- "\(torch==[^"]*\)"#\1#p' bentofile.yaml)"
-    "$BIN/pip" download --no-deps --dest build/wheels ${TORCH_CPU_INDEX:+--index-url "$TORCH_CPU_INDEX"} "$spec"
+    version_="$(basename "$wheel" | cut -d- -f2)"  # e.g. 2.13.0+cpu
+    "$BIN/pip" download --no-deps --dest build/wheels \
+      ${TORCH_CPU_INDEX:+--index-url "$TORCH_CPU_INDEX"} "torch==$version_"
   fi
 fi
 
 bentofile=bentofile.yaml
-if [ "$flavour" != cpu ] || [ "$offline" = 1 ]; then
-  bentofile="build/bentofile.$flavour$([ "$offline" = 1 ] && echo -offline).yaml"
-  "$BIN/python" "$here/variant.py" --flavour "$flavour" --out "$bentofile" \
-    $([ "$offline" = 1 ] && echo --base-image "$base_image") >/dev/null
+if [ "$offline" = 1 ]; then
+  bentofile="build/bentofile.$flavour-offline.yaml"
+  "$BIN/python" "$here/variant.py" --flavour "$flavour" --base-image "$base_image" --out "$bentofile"
+elif [ "$flavour" != cpu ]; then
+  bentofile="build/bentofile.$flavour.yaml"
+  "$BIN/python" "$here/variant.py" --flavour "$flavour" --out "$bentofile"
 fi
 
 tag="$("$BIN/bentoml" build -f "$bentofile" ${version:+--version "$version"} -o tag . | sed -n 's/^__tag__://p')"

@@ -29,10 +29,9 @@ def to_cuda(config: dict) -> dict:
     """PyPI's torch *is* the CUDA build (CUDA runtime in nvidia-* wheels), so no CUDA base image."""
     python = config["python"]
     python["packages"] = [
-        f"torch=={TORCH_VERSION}" if p.startswith("torch==") else p for p in python["packages"]
+        f"torch=={TORCH_VERSION}" if p.startswith("./wheels/torch-") else p for p in python["packages"]
     ]
     python.pop("wheels", None)
-    python.pop("find_links", None)
     config["labels"]["flavour"] = "cuda"
     for name, value in CUDA_ENVS.items():
         _set_env(config, name, value)
