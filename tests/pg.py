@@ -17,11 +17,13 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, MetaData, create_engine, select, text
 
-from pipeline import chinook
+from pipeline import chinook, databases
 from tests.servers import free_port
 
 BIN = Path(os.environ.get("ASKDB_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -136,3 +138,24 @@ def content_checksum(engine: Engine) -> str:
             digest.update(repr(conn.execute(text(extra)).all()).encode())
         conn.rollback()
     return digest.hexdigest()
+
+
+def db_checksum(db: databases.Database) -> str:
+    """content_checksum, and for SQLite also the file's bytes."""
+    digest = content_checksum(db.engine)
+    if db.dialect == "sqlite":
+        digest += hashlib.sha256(chinook.default_path().read_bytes()).hexdigest()
+    return digest
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"], name="db")
+def chinook_db(request: pytest.FixtureRequest) -> Iterator[databases.Database]:
+    """Chinook in both dialects. On PostgreSQL as the owner, a superuser: only the guard and the
+    read-only session stand between it and the data. Import it into a test module to use `db`."""
+    if request.param == "sqlite":
+        yield databases.get("chinook")
+    else:
+        pg: PostgresServer = request.getfixturevalue("postgres")
+        database = databases.open_database("pg_owner", pg.url)
+        yield database
+        database.engine.dispose()

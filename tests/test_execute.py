@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -12,32 +10,12 @@ import pytest
 from sqlalchemy import create_engine, exc
 
 from pipeline import databases
-from pipeline.chinook import default_path
 from pipeline.execute import QueryResult, QueryTimeout, SQLError, as_runnable, execute, json_safe
 from pipeline.guard import guard
-from tests.pg import PostgresServer, content_checksum
+from tests.pg import chinook_db, content_checksum, db_checksum  # noqa: F401  (chinook_db: the `db` fixture)
 
 TIMEOUT_S = 1.0
 SLOW = 'SELECT count(*) FROM "Track" a, "Track" b, "Track" c'
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest) -> Iterator[databases.Database]:
-    if request.param == "sqlite":
-        yield databases.get("chinook")
-    else:  # the owner (a superuser): only the read-only session stands between it and the data
-        pg: PostgresServer = request.getfixturevalue("postgres")
-        database = databases.open_database("pg_owner", pg.url)
-        yield database
-        database.engine.dispose()
-
-
-def checksum(db: databases.Database) -> str:
-    """Everything in the database; for SQLite also the file's bytes."""
-    digest = content_checksum(db.engine)
-    if db.dialect == "sqlite":
-        digest += hashlib.sha256(default_path().read_bytes()).hexdigest()
-    return digest
 
 
 def run(db: databases.Database, sql: str, max_rows: int = 100, timeout_s: float = TIMEOUT_S) -> QueryResult:
@@ -104,7 +82,7 @@ def test_database_errors_are_sql_errors_with_the_database_message(db):
 
 def test_a_write_through_the_engine_itself_fails(db):
     """Read-only is a property of the connection, not only of the guard."""
-    before = checksum(db)
+    before = db_checksum(db)
     writes = ['DELETE FROM "Artist"', 'UPDATE "Genre" SET "Name" = \'x\'', 'CREATE TABLE "Evil" (x INTEGER)']
     for sql in writes:
         with db.engine.connect() as conn, pytest.raises(exc.DBAPIError) as info:
@@ -112,11 +90,11 @@ def test_a_write_through_the_engine_itself_fails(db):
             conn.commit()
         message = str(info.value.orig).lower()
         assert "readonly" in message or "read-only" in message, message
-    assert checksum(db) == before
+    assert db_checksum(db) == before
 
 
 def test_unguarded_writes_through_execute_fail_too(db):
-    before = checksum(db)
+    before = db_checksum(db)
     for sql in [
         'DELETE FROM "Track"',
         'DROP TABLE "PlaylistTrack"',
@@ -124,7 +102,7 @@ def test_unguarded_writes_through_execute_fail_too(db):
     ]:
         with pytest.raises(SQLError):
             execute(db, sql, max_rows=10, timeout_s=TIMEOUT_S)
-    assert checksum(db) == before
+    assert db_checksum(db) == before
 
 
 def test_runnable_form(db):

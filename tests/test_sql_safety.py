@@ -3,39 +3,18 @@ pipeline runs them: refused or harmless, the database unchanged, long queries ca
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from pipeline import databases
-from pipeline.chinook import default_path
 from pipeline.execute import QueryResult, QueryTimeout, SQLError, execute
 from pipeline.guard import ParseError, Refused, guard
 from tests.hostile_sql import REFUSED, SLOW, WRITES, for_dialect
-from tests.pg import PostgresServer, content_checksum
+from tests.pg import chinook_db, db_checksum  # noqa: F401  (chinook_db: the `db` fixture)
 
 TIMEOUT_S = 1.0
 MARGIN_S = 1.5  # process scheduling on a shared 2-core machine, not query time
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest) -> Iterator[databases.Database]:
-    if request.param == "sqlite":
-        yield databases.get("chinook")
-    else:  # the superuser: the guard and the read-only session are all that protect the data
-        pg: PostgresServer = request.getfixturevalue("postgres")
-        database = databases.open_database("pg_safety", pg.url)
-        yield database
-        database.engine.dispose()
-
-
-def checksum(db: databases.Database) -> str:
-    digest = content_checksum(db.engine)
-    if db.dialect == "sqlite":
-        digest += hashlib.sha256(default_path().read_bytes()).hexdigest()
-    return digest
 
 
 def pipeline_run(db: databases.Database, sql: str, max_rows: int = 100) -> QueryResult:
@@ -44,7 +23,7 @@ def pipeline_run(db: databases.Database, sql: str, max_rows: int = 100) -> Query
 
 
 def test_hostile_sql_is_refused_and_nothing_changes(db):
-    before = checksum(db)
+    before = db_checksum(db)
     outcomes = {}
     for sql in for_dialect(REFUSED, db.dialect):
         try:
@@ -54,26 +33,26 @@ def test_hostile_sql_is_refused_and_nothing_changes(db):
             outcomes[sql] = type(err).__name__
     assert len(outcomes) >= 50
     assert {sql: o for sql, o in outcomes.items() if o != "Refused"} == {}
-    assert checksum(db) == before
+    assert db_checksum(db) == before
 
 
 def test_writes_that_slip_past_the_guard_still_fail_on_the_read_only_connection(db):
-    before = checksum(db)
+    before = db_checksum(db)
     for sql in for_dialect(WRITES, db.dialect):
         with pytest.raises(SQLError):
             execute(db, sql, max_rows=10, timeout_s=TIMEOUT_S)
-    assert checksum(db) == before
+    assert db_checksum(db) == before
 
 
 @pytest.mark.parametrize("sql", [sql for sql, _ in SLOW])
 def test_long_queries_are_cancelled_inside_the_time_limit(db, sql: str):
-    before = checksum(db)
+    before = db_checksum(db)
     start = time.monotonic()
     with pytest.raises(QueryTimeout):
         pipeline_run(db, sql)
     assert time.monotonic() - start < TIMEOUT_S + MARGIN_S
     assert pipeline_run(db, 'SELECT count(*) FROM "MediaType"').rows == [[5]]
-    assert checksum(db) == before
+    assert db_checksum(db) == before
 
 
 def test_harmless_reads_still_work_after_the_attacks(db):
