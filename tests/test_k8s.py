@@ -176,7 +176,7 @@ def test_hpa_numbers_come_from_the_capacity_plan(rendered: dict, overlay: str) -
     target = CAPACITY[overlay]
     bench = json.loads((K8S.parent.parent / target["bench"]).read_text())
     p = plan(
-        served_rows(bench),
+        served_rows(bench, variant=target["variant"]),
         target["qps"],
         target["p95_ms"],
         headroom=target["headroom"],

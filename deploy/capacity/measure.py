@@ -3,12 +3,14 @@
     python -m deploy.capacity.measure --out bench/results/replica_cpu.json [--concurrency 1,4,8,16]
 
 Serves `runners.llm:LLM` alone with real `bentoml serve` (what one askdb-llm pod runs) and loads it
-with bench/gpu's closed-loop clients; the JSON feeds `python -m deploy.capacity`.
+with C closed-loop clients (each sends its next request when the last returns) for each C; rows carry
+p50/p95/p99, and the JSON feeds `python -m deploy.capacity`.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -18,12 +20,50 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 from transformers import AutoTokenizer
 
-from bench.gpu import load
 from bench.gpu.workload import prompt_of, request
 from deploy.local.deployment import free_port
 from deploy.local.replica import BENTOML, is_ready
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def _clients(url: str, body: dict, clients: int, per_client: int) -> list[tuple[float, float, int]]:
+    done: list[tuple[float, float, int]] = []
+
+    async def one_client(http: httpx.AsyncClient) -> None:
+        for _ in range(per_client):
+            t0 = time.perf_counter()
+            resp = await http.post("/generate", json={"requests": [body]})
+            resp.raise_for_status()
+            done.append((t0, time.perf_counter(), resp.json()[0]["completion_tokens"]))
+
+    async with httpx.AsyncClient(base_url=url, timeout=1800) as http:
+        await asyncio.gather(*(one_client(http) for _ in range(clients)))
+    return done
+
+
+def measure(url: str, body: dict, clients: int, per_client: int) -> dict:
+    asyncio.run(_clients(url, body, clients, 1))  # warm-up round, not counted
+    done = asyncio.run(_clients(url, body, clients, per_client))
+    wall = max(e for _, e, _ in done) - min(s for s, _, _ in done)
+    lat = [e - s for s, e, _ in done]
+    row = {
+        "concurrency": clients,
+        "requests": len(done),
+        "requests_per_s": len(done) / wall,
+        "tokens_per_s": sum(n for *_, n in done) / wall,
+        "p50_s": _quantile(lat, 0.5),
+        "p95_s": _quantile(lat, 0.95),
+        "p99_s": _quantile(lat, 0.99),
+    }
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit("runner exited before it was ready")
             time.sleep(0.5)  # readiness poll interval
         url = f"http://127.0.0.1:{port}"
-        rows = [load.measure(url, body, c, args.per_client) for c in map(int, args.concurrency.split(","))]
+        rows = [measure(url, body, c, args.per_client) for c in map(int, args.concurrency.split(","))]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -68,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     run = {"shape": str(model.tag), "variant": "cpu", "served": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "runs": [run]}, indent=1))
-    print(json.dumps(rows, indent=1))
     return 0
 
 
