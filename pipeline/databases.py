@@ -26,6 +26,7 @@ from pipeline import chinook
 DEFAULT = "chinook"
 # Read-only enforcement exists for these; another dialect could be written to, so it is refused.
 SUPPORTED = ("sqlite", "postgresql")
+CONNECT_TIMEOUT_S = int(os.environ.get("ASKDB_DB_CONNECT_TIMEOUT_S", "10"))
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -116,8 +117,9 @@ def _sqlite_engine(url: URL) -> Engine:
 
 def _postgres_engine(url: URL) -> Engine:
     # Every transaction on these sessions starts READ ONLY; statements are also time-limited in execute.
-    options = "-c default_transaction_read_only=on"
-    return create_engine(url, connect_args={"options": options}, pool_pre_ping=True, pool_size=4)
+    # connect_timeout: an unreachable host fails the request in seconds instead of hanging it.
+    args = {"options": "-c default_transaction_read_only=on", "connect_timeout": CONNECT_TIMEOUT_S}
+    return create_engine(url, connect_args=args, pool_pre_ping=True, pool_size=4)
 
 
 def open_database(name: str, url: str) -> Database:
