@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from typing import Annotated, Any
 
 from annotated_types import Ge, Le, MaxLen
 from pydantic import BaseModel, StringConstraints
 
-PROBE_TIMEOUT_S = 3
+PROBE_TIMEOUT_S = float(os.environ.get("ASKDB_RUNNER_PROBE_TIMEOUT_S", 2))  # under a scrape timeout
 
 RequestId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 Score = Annotated[float, Ge(0.0), Le(1.0)]
