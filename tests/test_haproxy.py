@@ -141,30 +141,32 @@ def test_sigterm_lets_in_flight_requests_finish(rr3: LocalDeploy) -> None:
     assert sum(r["replica"] == victim["name"] for r in results) == 2, results
 
 
-def test_upgrade_under_steady_load(tmp_path: Path) -> None:
+def test_upgrade_then_rollback_under_steady_load(tmp_path: Path) -> None:
     with LocalDeploy(tmp_path / "state", replicas=2) as dep, SteadyLoad(dep.url, RATE) as load:
         time.sleep(8)  # baseline window
         t0 = time.monotonic()
         reply = dep.upgrade("v2", "--dwell", "2")
         t1 = time.monotonic()
-        time.sleep(4)  # after window: all from v2
+        time.sleep(4)  # after the upgrade: all from v2
         t2 = time.monotonic()
+        back = dep.cli("rollback", "--dwell", "2")
+        t3 = time.monotonic()
+        time.sleep(3)
         load.stop()
-        final = dep.status()
-    base = load.throughput(t0 - 6, t0)
-    during = load.throughput(t0, t1)
-    late = [o.version for o in load.outcomes if o.sent > t1]
-    mixed = {o.version for o in load.outcomes if t0 < o.sent < t1}
+    base, during, rolling = load.throughput(t0 - 6, t0), load.throughput(t0, t1), load.throughput(t2, t3)
     print(
-        f"upgrade: {len(load.outcomes)} requests, {base:.2f} req/s before, {during:.2f} during "
-        f"({t1 - t0:.1f}s), {load.throughput(t1, t2):.2f} after"
+        f"upgrade: {len(load.outcomes)} requests, {base:.2f} req/s before, {during:.2f} during upgrade "
+        f"({t1 - t0:.1f}s), {rolling:.2f} during rollback ({t3 - t2:.1f}s)"
     )
     assert load.failures() == [], load.failures()[:5]
-    assert abs(during / base - 1) <= 0.10, (base, during)
-    assert late and set(late) == {"v2"}
-    assert mixed == {"v1", "v2"}  # traffic really was shared while weights shifted
+    assert abs(during / base - 1) <= 0.10 and abs(rolling / base - 1) <= 0.10, (base, during, rolling)
+    after_upgrade = {o.version for o in load.outcomes if t1 < o.sent < t2}
+    assert after_upgrade == {"v2"}
+    assert {o.version for o in load.outcomes if t0 < o.sent < t1} == {"v1", "v2"}  # shared while shifting
     assert [e["fraction"] for e in reply["events"] if e["event"] == "shift"][-3:] == [0.1, 0.5, 1.0]
-    assert {r["version"] for r in final["replicas"]} == {"v2"} and final["previous"] == "v1"
+    assert {r["version"] for r in reply["replicas"]} == {"v2"} and reply["previous"] == "v1"
+    assert {o.version for o in load.outcomes if o.sent > t3} == {"v1"}
+    assert {r["version"] for r in back["replicas"]} == {"v1"}
 
 
 def test_real_askdb_behind_the_same_haproxy_config(askdb: BentoServer, tmp_path: Path) -> None:

@@ -48,11 +48,22 @@ def parser() -> argparse.ArgumentParser:
         dest="idempotent_paths",
         help="path prefix whose POSTs may be retried on another replica (default: /)",
     )
-    for cmd in (up, sub.add_parser("upgrade", help="roll out a new release with no downtime")):
+    upgrade = sub.add_parser("upgrade", help="roll out a new release with no downtime")
+    for cmd, dflt in ((up, "service:AskDB"), (upgrade, None)):
         cmd.add_argument("--version", required=True, help="release label, e.g. v2")
-        cmd.add_argument("--target", default="service:AskDB", help="`bentoml serve` target or Bento tag")
-        cmd.add_argument("--env", action="append", default=[], help="KEY=VALUE for the replicas")
-        cmd.add_argument("--cwd", default=".", help="working directory of the replicas")
+        cmd.add_argument(
+            "--target",
+            default=dflt,
+            help="`bentoml serve` target or Bento tag"
+            + ("" if dflt else " (default: the current release's)"),
+        )
+        cmd.add_argument(
+            "--env",
+            action="append",
+            default=[],
+            help="KEY=VALUE for the replicas" + ("" if dflt else ", over the current release's"),
+        )
+        cmd.add_argument("--cwd", default="." if dflt else None, help="working directory of the replicas")
     for cmd in (sub.choices["upgrade"], sub.add_parser("rollback", help="roll back to the previous release")):
         cmd.add_argument(
             "--steps",
@@ -86,7 +97,13 @@ def run_up(args: argparse.Namespace) -> int:
         if action == "status":
             return deployment.status()
         if action == "upgrade":
-            rel = Release.from_dict(cmd["release"])
+            cur, given = deployment.current, cmd["release"]
+            rel = Release(
+                given["version"],
+                given.get("target") or cur.target,
+                {**cur.env, **given.get("env", {})},
+                given.get("cwd") or cur.cwd,
+            )
             return deployment.upgrade(rel, steps=steps, dwell_s=cmd.get("dwell", 5.0))
         if action == "rollback":
             return deployment.rollback(steps=steps, dwell_s=cmd.get("dwell", 5.0))
@@ -115,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     sock = args.state_dir.resolve() / "control.sock"
     cmd: dict = {"action": args.command}
     if args.command == "upgrade":
-        release = Release(args.version, args.target, _env(args.env), str(Path(args.cwd).resolve()))
-        cmd["release"] = release.to_dict()
+        cwd = str(Path(args.cwd).resolve()) if args.cwd else None
+        cmd["release"] = {"version": args.version, "target": args.target, "env": _env(args.env), "cwd": cwd}
     if args.command in ("upgrade", "rollback"):
         cmd |= {"steps": args.steps, "dwell": args.dwell}
     reply = control.request(sock, cmd)

@@ -26,18 +26,6 @@ class Release:
     env: dict[str, str] = field(default_factory=dict)
     cwd: str = "."
 
-    def to_dict(self) -> dict:
-        return {"version": self.version, "target": self.target, "env": self.env, "cwd": self.cwd}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Release:
-        return cls(
-            data["version"],
-            data.get("target", "service:AskDB"),
-            dict(data.get("env", {})),
-            data.get("cwd", "."),
-        )
-
 
 def is_ready(port: int) -> bool:
     url = f"http://127.0.0.1:{port}/readyz"
