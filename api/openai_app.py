@@ -98,7 +98,7 @@ async def chat_completions(body: ChatCompletionRequest) -> JSONResponse | Stream
         except GenerationRejected:
             raise
         except Exception as exc:
-            return errors.upstream(exc)
+            return errors.upstream(exc, body.model or router().config.default)
         provider = first.response_metadata.get(PROVIDER_KEY, LOCAL)
         name = _answered_model(body.model, provider, tag)
         sse = chat_stream(first, chunks, cid, created, name, provider, body.include_usage())
@@ -108,7 +108,7 @@ async def chat_completions(body: ChatCompletionRequest) -> JSONResponse | Stream
     except GenerationRejected:
         raise
     except Exception as exc:
-        return errors.upstream(exc)
+        return errors.upstream(exc, body.model or router().config.default)
     provider = answer.response_metadata.get(PROVIDER_KEY, LOCAL)
     usage = answer.usage_metadata or {}
     reply = {

@@ -51,18 +51,28 @@ def respond(
     return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict"}
+
+
 def _param(loc: tuple[Any, ...]) -> str | None:
-    parts = [p for p in loc if p != "body"]
-    # pydantic names union branches in the path (e.g. "str", "list[...]"): not a field a user sent
-    parts = [p for p in parts if not (isinstance(p, str) and ("[" in p or p in {"str", "int", "float"}))]
+    # pydantic names union branches in the path ("constrained-str", "list[...]"): not fields a user sent
+    parts = [p for p in loc[1:] if isinstance(p, int) or (p.isidentifier() and p not in _TYPE_TAGS)]
     out = ""
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
     return out or None
 
 
+def _most_telling(errs: list[dict]) -> dict:
+    """Of a union's failed branches, the one that is about the value, not about its type."""
+    first = errs[0]
+    param = _param(tuple(first.get("loc", ())))
+    same = [e for e in errs if _param(tuple(e.get("loc", ()))) == param]
+    return next((e for e in same if not str(e.get("type", "")).endswith("_type")), first)
+
+
 def _validation(exc: RequestValidationError) -> JSONResponse:
-    first = exc.errors()[0]
+    first = _most_telling(list(exc.errors()))
     param, msg = _param(tuple(first.get("loc", ()))), str(first.get("msg", "invalid value"))
     msg = msg.removeprefix("Value error, ")
     if param is None and ":" in msg:  # model-level checks say "field: why"
@@ -76,9 +86,9 @@ def _validation(exc: RequestValidationError) -> JSONResponse:
     )
 
 
-def upstream(exc: Exception, provider: str | None = None) -> JSONResponse:
+def upstream(exc: Exception, provider: str | None = None) -> JSONResponse:  # provider: the requested model
     """The last provider in the chain failed too: say so, with the status OpenAI clients expect."""
-    who = f"provider {provider!r}" if provider else "the model provider"
+    who = f"model {provider!r}" if provider else "the model provider"
     if isinstance(exc, openai.RateLimitError):
         return respond(429, f"{who} is rate-limited and no fallback could answer", code="rate_limit_exceeded")
     if isinstance(exc, openai.APITimeoutError):

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from annotated_types import Ge, Le, MaxLen, MinLen
+from bentoml.exceptions import BentoMLException
 from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.runnables import Runnable
 from pydantic import BaseModel
@@ -23,6 +24,7 @@ from pipeline.chain import AskOptions, build_chain
 from pipeline.embeddings import RunnerEmbeddings
 from pipeline.llm import GenerationRejected, RunnerChatModel
 from pipeline.repair import AskFailed
+from providers import chat_model
 
 MAX_QUESTION_CHARS = int(os.environ.get("ASKDB_MAX_QUESTION_CHARS", 1000))
 MAX_ROWS = int(os.environ.get("ASKDB_MAX_ROWS", 1000))
@@ -102,21 +104,36 @@ class Asker:
     def __init__(self, llm_handle: Any, embed_handle: Any) -> None:
         self.llm_handle, self.embed_handle = llm_handle, embed_handle
         self.chain: Runnable | None = None
+        self.routed: dict[str, Runnable] = {}
 
-    def get_chain(self, tag: str) -> Runnable:
+    def get_chain(self, tag: str, model: str | None = None) -> Runnable:
+        if not is_local(model, tag):  # a provider or route (providers/): its own chain, built once
+            assert model is not None
+            if model not in self.routed:
+                llm = chat_model(model, [tag, tag.split(":")[0]])
+                self.routed[model] = build_chain(llm, RunnerEmbeddings(self.embed_handle))  # type: ignore[arg-type]
+            return self.routed[model]
         if self.chain is None:
             llm = RunnerChatModel(runner=self.llm_handle, model_name=tag)
             self.chain = build_chain(llm, RunnerEmbeddings(self.embed_handle))
         return self.chain
 
     async def ask(
-        self, *, question: str, db: Any, max_rows: int, tag: str, options: AskOptions, observation: Any
+        self,
+        *,
+        question: str,
+        db: Any,
+        max_rows: int,
+        tag: str,
+        options: AskOptions,
+        observation: Any,
+        model: str | None = None,
     ) -> AskResponse | JSONResponse:
         # SpanCallback: one OpenTelemetry span per chain step, under the request's span
         config = {"callbacks": [StageTimer(observation), SpanCallback()], "run_name": "askdb.ask"}
         state = {"question": question, "db": db, "max_rows": max_rows, "options": options}
         try:
-            out = await self.get_chain(tag).ainvoke(state, config=config)
+            out = await self.get_chain(tag, model).ainvoke(state, config=config)
         except AskFailed as err:
             observation.finish(err.kind, sql=err.sql, attempts=err.attempts, error=err.message, model=tag)
             return error_response(err.kind, err.message, err.sql)
@@ -124,6 +141,11 @@ class Asker:
             observation.finish("error", error=type(err).__name__, model=tag)
             reason = db.scrub(str(err).splitlines()[0])[:300] if hasattr(db, "scrub") else type(err).__name__
             return error_response("unavailable", f"database is unavailable: {reason}", status=503)
+        except BentoMLException as err:  # a runner is down or overloaded: a dependency, so 503
+            observation.finish("error", error=type(err).__name__, model=tag)
+            return error_response(
+                "unavailable", f"the model runners could not answer: {err.message}", None, 503
+            )
         except GenerationRejected as err:  # e.g. the schema and examples do not fit the context
             observation.finish("unanswerable", error=str(err), model=tag)
             return error_response("unanswerable", f"the model could not take this question: {err}")
