@@ -45,6 +45,12 @@ lint: install
 bench: setup
 	$(BIN)/python -m bench.batching
 
+# Execution accuracy of /ask on eval/testset against a running service (eval/README.md).
+EVAL_URL ?= http://127.0.0.1:$(PORT)
+EVAL_ARGS ?= --ablation full no-examples no-repair
+eval: install
+	$(BIN)/python -m eval run --url $(EVAL_URL) $(EVAL_ARGS) --out eval/reports/latest.json
+
 # Shipping (deploy/image/README.md): the Bento, then OCI images. `make image` builds the CPU image
 # offline (debootstrap base + buildah, no Docker, no registry); IMAGE_ARGS= (empty) takes the standard
 # Docker path instead. The image test builds its own image, so it has its own command.

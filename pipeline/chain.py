@@ -28,6 +28,9 @@ def _env(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
+QUERY_TIMEOUT_S = _env("ASKDB_QUERY_TIMEOUT_S", 10.0)
+
+
 class AskOptions(BaseModel):
     """Per-request tuning (evaluation ablations); the defaults come from the environment."""
 
@@ -39,10 +42,10 @@ class AskOptions(BaseModel):
         int(_env("ASKDB_ASK_CANDIDATES", 1)), ge=1, le=8, description="self-consistency candidates"
     )
     select: bool = Field(True, description="select tables for large schemas")
+    timeout_s: float = Field(
+        QUERY_TIMEOUT_S, gt=0, le=QUERY_TIMEOUT_S, description="per-query time limit (at most the server's)"
+    )
     answer: bool = Field(True, description="write a short answer from the rows")
-
-
-QUERY_TIMEOUT_S = _env("ASKDB_QUERY_TIMEOUT_S", 10.0)
 
 
 def _both(afunc: Any, name: str) -> RunnableLambda:
@@ -62,10 +65,12 @@ class TextToSQL:
         self.selector = TableSelector(embeddings)
         self.banks: dict[tuple[str, str], examples.ExampleBank] = {}
 
-    def bank(self, db: databases.Database) -> examples.ExampleBank:
+    def bank(self, db: databases.Database, info: schema.SchemaInfo) -> examples.ExampleBank:
         key = (db.name, db.dialect)
         if key not in self.banks:
-            self.banks[key] = examples.ExampleBank(examples.load_bank(db.name, db.dialect), self.embeddings)
+            tables = {t.name for t in info.tables}
+            bank = examples.load_bank(db.name, db.dialect, tables)
+            self.banks[key] = examples.ExampleBank(bank, self.embeddings)
         return self.banks[key]
 
     # --- steps: each takes the state dict and returns one new value ---
@@ -85,7 +90,7 @@ class TextToSQL:
         return await self.embeddings.aembed_query(state["question"])
 
     async def pick_examples(self, state: dict) -> list[examples.Example]:
-        return await self.bank(state["db"]).nearest(state["qvec"], state["options"].examples)
+        return await self.bank(state["db"], state["schema"]).nearest(state["qvec"], state["options"].examples)
 
     async def select_tables(self, state: dict) -> list[str] | None:
         if not state["options"].select:
@@ -105,7 +110,7 @@ class TextToSQL:
             db=state["db"],
             question=state["question"],
             max_rows=state["max_rows"],
-            timeout_s=self.timeout_s,
+            timeout_s=min(self.timeout_s, opts.timeout_s),
             usage=state["usage"],
             max_attempts=opts.max_attempts,
             candidates=opts.candidates,

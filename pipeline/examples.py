@@ -17,6 +17,8 @@ import sqlglot
 import yaml
 from langchain_core.embeddings import Embeddings
 
+from pipeline.guard import DIALECTS
+
 BANK_DIR = Path(
     os.environ.get("ASKDB_EXAMPLES_DIR", Path(__file__).resolve().parent.parent / "eval" / "bank")
 )
@@ -28,20 +30,46 @@ class Example:
     sql: str
 
 
-def load_bank(db: str, dialect: str = "sqlite", folder: Path | None = None) -> list[Example]:
-    """The bank for database `db` (empty when there is none), in `dialect`."""
-    path = (folder or BANK_DIR) / f"{db}.yaml"
-    if not path.is_file():
-        return []
+def _read(path: Path, dialect: str) -> list[Example]:
     items = yaml.safe_load(path.read_text()) or []
     out = [Example(str(i["question"]), str(i["sql"])) for i in items]
     if dialect != "sqlite":
+        write = DIALECTS.get(dialect, dialect)
         # quoted identifiers: PascalCase names must survive PostgreSQL's case folding
         out = [
-            Example(e.question, sqlglot.transpile(e.sql, read="sqlite", write=dialect, identify=True)[0])
+            Example(e.question, sqlglot.transpile(e.sql, read="sqlite", write=write, identify=True)[0])
             for e in out
         ]
     return out
+
+
+def _tables(examples: list[Example]) -> set[str]:
+    names: set[str] = set()
+    for e in examples:
+        try:
+            names |= {t.name.lower() for t in sqlglot.parse_one(e.sql).find_all(sqlglot.exp.Table)}
+        except sqlglot.errors.ParseError:
+            continue
+    return names
+
+
+def load_bank(
+    db: str, dialect: str = "sqlite", tables: set[str] | None = None, folder: Path | None = None
+) -> list[Example]:
+    """The bank named after database `db`; else the first bank whose SQL uses only tables the
+    database has (the same data under another name, e.g. Chinook in PostgreSQL); else none."""
+    folder = folder or BANK_DIR
+    own = folder / f"{db}.yaml"
+    if own.is_file():
+        return _read(own, dialect)
+    if tables is None or not folder.is_dir():
+        return []
+    have = {t.lower() for t in tables}
+    for path in sorted(folder.glob("*.yaml")):
+        bank = _read(path, "sqlite")
+        if bank and _tables(bank) <= have:
+            return _read(path, dialect)
+    return []
 
 
 def cosine_top(query: list[float], matrix: np.ndarray, k: int) -> list[tuple[int, float]]:

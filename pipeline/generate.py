@@ -16,8 +16,11 @@ from langchain_core.messages import AIMessage, BaseMessage
 STOP = [";", "\n\n"]
 MAX_TOKENS = 120  # the longest gold query is ~90 tokens; runaway replies cost seconds each
 _FENCE = re.compile(r"```(?:sql|sqlite|postgresql)?\s*(.*?)(?:```|$)", re.S | re.I)
+# Where a statement starts; keywords that are also English words must look like SQL around them.
 _START = re.compile(
-    r"\b(SELECT|WITH|INSERT|UPDATE|DELETE|DROP|CREATE|ALTER|PRAGMA|ATTACH|DETACH|COPY|REPLACE|VACUUM)\b", re.I
+    r"\b(SELECT\b|WITH\s+(RECURSIVE\s+)?\w+(\s*\([^)]*\))?\s+AS\b|(INSERT|REPLACE)\s+INTO\b"
+    r"|UPDATE\s+\S+\s+SET\b|DELETE\s+FROM\b|(DROP|CREATE|ALTER|TRUNCATE)\s+\w+|PRAGMA\b|ATTACH\b|COPY\s+\S)",
+    re.I,
 )
 
 
