@@ -61,6 +61,6 @@ tar -C "$rootfs" -c . | "${PODMAN[@]}" import \
   --change "ENV UV_NATIVE_TLS=1" --change "ENV UV_SYSTEM_CERTS=1" \
   --change "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt" \
   --change "ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt" \
-  --change "ENV UV_NO_CACHE=1 PIP_NO_CACHE_DIR=1" \
+  --change "ENV UV_NO_CACHE=1" --change "ENV PIP_NO_CACHE_DIR=1" \
   --change 'CMD ["/bin/bash"]' - "$name"
 "${PODMAN[@]}" image ls "$name"
