@@ -189,3 +189,17 @@ def test_real_askdb_behind_the_same_haproxy_config(askdb: BentoServer, tmp_path:
     assert all(o["usage"]["completion_tokens"] >= 1 for o in outs)
     assert emb["dim"] > 0 and len(emb["embeddings"]) == 2
     assert stats["s0"]["status"] == "UP" and int(stats["s0"]["stot"]) >= 5
+
+
+def test_runtime_api_refusals_raise(tmp_path: Path) -> None:
+    """A rollout must stop on a refused command, not believe the weights moved."""
+    proxy = HAProxy(ProxyConfig(port=free_port(), socket_path=tmp_path / "s.sock", slots=1), tmp_path).start()
+    try:
+        proxy.api.set_weight("s0", 10)
+        proxy.api.set_addr("s0", "127.0.0.1", 5)
+        for bad in (lambda: proxy.api.set_weight("s9", 1), lambda: proxy.api.set_state("s0", "bogus")):
+            with pytest.raises(RuntimeError, match="haproxy"):
+                bad()
+        assert proxy.api.servers()["s0"]["uweight"] == "10"  # the good command did apply
+    finally:
+        proxy.stop()

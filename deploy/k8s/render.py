@@ -26,8 +26,9 @@ def build(path: Path) -> str:
         kubectl = shutil.which("kubectl")
         if kubectl is None:
             raise RuntimeError("no kustomize: `make install` (pykustomize) or put kubectl on PATH") from None
-        return subprocess.run([kubectl, "kustomize", str(path)], check=True, capture_output=True,
-                              text=True).stdout
+        return subprocess.run(
+            [kubectl, "kustomize", str(path)], check=True, capture_output=True, text=True
+        ).stdout
     return asyncio.run(pykustomize.build(str(path))).yaml
 
 

@@ -103,7 +103,9 @@ class RuntimeAPI:
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
         out = b"".join(chunks).decode()
-        if out.strip() and not out.startswith("#") and "No such" in out:
+        # A `set` succeeds silently, or says what changed ("IP changed from ..."); anything else is
+        # HAProxy refusing it (no such server, bad weight or state).
+        if command.startswith("set ") and out.strip() and "changed" not in out:
             raise RuntimeError(f"haproxy: {command!r} -> {out.strip()}")
         return out
 
