@@ -7,7 +7,7 @@ tools, echo, suffix) are rejected with a 400 naming them.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from annotated_types import MaxLen, MinLen
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -54,6 +54,18 @@ class _Sampling(BaseModel):
     user: str | None = None
     ignore_eos: bool = False  # vLLM's extension (extra_body): generate exactly max_tokens (benchmarks)
 
+    UNSUPPORTED: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unsupported(cls, data: Any) -> Any:
+        """400 for fields askdb cannot honour, rather than silently answering something else."""
+        if isinstance(data, dict):
+            for name, why in cls.UNSUPPORTED.items():
+                if data.get(name):  # present and set: tools=[] or logprobs=false are harmless
+                    raise ValueError(f"{name}: {why}")
+        return data
+
     @field_validator("n")
     @classmethod
     def _one_choice(cls, n: int) -> int:
@@ -68,32 +80,17 @@ class _Sampling(BaseModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
-def _reject_set(data: Any, fields: dict[str, str]) -> Any:
-    """400 for fields askdb cannot honour, rather than silently answering something else."""
-    if isinstance(data, dict):
-        for name, why in fields.items():
-            if data.get(name):  # present and set: tools=[] or logprobs=false are harmless
-                raise ValueError(f"{name}: {why}")
-    return data
-
-
 class ChatCompletionRequest(_Sampling):
     messages: Annotated[list[Message], MinLen(1), MaxLen(MAX_MESSAGES)]
     max_tokens: int | None = Field(None, ge=1, le=limits.MAX_NEW_TOKENS)
     max_completion_tokens: int | None = Field(None, ge=1, le=limits.MAX_NEW_TOKENS)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _unsupported(cls, data: Any) -> Any:
-        return _reject_set(
-            data,
-            {
-                "tools": "tool calling is not supported",
-                "functions": "function calling is not supported",
-                "logprobs": "log probabilities are not supported",
-                "response_format": "structured output is not supported",
-            },
-        )
+    UNSUPPORTED: ClassVar[dict[str, str]] = {
+        "tools": "tool calling is not supported",
+        "functions": "function calling is not supported",
+        "logprobs": "log probabilities are not supported",
+        "response_format": "structured output is not supported",
+    }
 
     def budget(self) -> int:
         return self.max_completion_tokens or self.max_tokens or DEFAULT_MAX_TOKENS
@@ -104,18 +101,12 @@ class CompletionRequest(_Sampling):
     # OpenAI's default for completions, within the configured cap
     max_tokens: int = Field(min(16, limits.MAX_NEW_TOKENS), ge=1, le=limits.MAX_NEW_TOKENS)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _unsupported(cls, data: Any) -> Any:
-        return _reject_set(
-            data,
-            {
-                "echo": "echo is not supported",
-                "suffix": "suffix (insertion) is not supported",
-                "logprobs": "log probabilities are not supported",
-                "best_of": "best_of is not supported",
-            },
-        )
+    UNSUPPORTED: ClassVar[dict[str, str]] = {
+        "echo": "echo is not supported",
+        "suffix": "suffix (insertion) is not supported",
+        "logprobs": "log probabilities are not supported",
+        "best_of": "best_of is not supported",
+    }
 
     def text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
