@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import httpx
 import openai
+from bentoml.exceptions import BentoMLException
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -121,7 +123,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, openai.APIError | ConnectionError | OSError):
-            return upstream(exc)
+        if isinstance(exc, BentoMLException) and int(exc.error_code) < 500:  # the runner refused the input
+            return respond(int(exc.error_code), str(exc)[:500])
+        if isinstance(exc, openai.APIError | ConnectionError | OSError | httpx.HTTPError | BentoMLException):
+            return upstream(exc)  # a provider or the runner is down: 502/503, not a 500
         log.error("unexpected %s in %s", type(exc).__name__, request.url.path)  # no message: may hold data
         return respond(500, "internal error; the server log has the details", code="internal_error")

@@ -120,6 +120,18 @@ def test_timeout_falls_back_while_streaming(oa: openai.OpenAI) -> None:
         assert stream.headers["x-askdb-provider"] == "local" and text and fault.hits >= 1
 
 
+def test_ask_routes_by_model(askdb: BentoServer) -> None:
+    unknown = httpx.post(
+        f"{askdb.url}/ask", json={"question": "How many artists?", "model": "gpt-9"}, timeout=60
+    )
+    assert unknown.status_code == 404 and "flaky-first" in unknown.text  # the names it could have used
+    with FaultServer(FLAKY_PORT, "429") as fault:
+        body = {"question": "How many artists are there?", "model": "flaky-first", "answer": False}
+        reply = httpx.post(f"{askdb.url}/ask", json=body, timeout=600)
+    assert fault.hits >= 1 + FLAKY_RETRIES  # /ask's chain went to the routed provider first
+    assert reply.status_code in (200, 422), reply.text  # then local answered (or judged it unanswerable)
+
+
 def test_all_providers_down_is_an_openai_error(oa: openai.OpenAI) -> None:
     # `remote` alone (no fallback named) while nothing listens on its port: 502, not a stack trace
     with pytest.raises(openai.APIStatusError) as err:
