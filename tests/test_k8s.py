@@ -299,3 +299,24 @@ def test_per_service_start_commands_serve_for_real(rendered: dict, tmp_path) -> 
                 proc.wait()
     assert out["usage"]["completion_tokens"] >= 1 and emb["dim"] > 0
     assert "path=/generate" in logs["askdb-llm"] and "path=/embed" in logs["askdb-embedding"]
+
+
+def test_capacity_cli_arithmetic(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    rows = [
+        {"concurrency": 1, "requests_per_s": 1.0, "p50_s": 0.4, "p95_s": 0.5},
+        {"concurrency": 4, "requests_per_s": 3.0, "p50_s": 1.2, "p95_s": 1.5},
+        {"concurrency": 8, "requests_per_s": 5.0, "p50_s": 2.5, "p95_s": 3.0},
+    ]
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"runs": [{"shape": "s", "variant": "v", "served": rows}]}))
+    cli = [sys.executable, "-m", "deploy.capacity", str(bench)]
+    out = subprocess.run([*cli, "--qps", "20", "--p95-ms", "2000", "--json"], capture_output=True, text=True)
+    got = json.loads(out.stdout)
+    # c=8 misses 2 s; c=4 fits: 3 x 0.7 = 2.1 req/s usable -> ceil(20 / 2.1) = 10, + 1 spare.
+    assert got["point"]["concurrency"] == 4
+    assert (got["replicas"], got["max_replicas"], got["in_flight_target"]) == (11, 21, 2)
+    missed = subprocess.run([*cli, "--qps", "20", "--p95-ms", "100"], capture_output=True, text=True)
+    assert missed.returncode == 2 and "lowest tail latency is 500 ms" in missed.stderr
