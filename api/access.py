@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.auth import ApiKey, KeyRing, bearer_token
+from api.bentoml_errors import ErrorShapeFixer
 from api.ratelimit import RateLimiter
 from api.usage import UsageMeter
 
@@ -93,6 +94,8 @@ class AccessMiddleware:
         except Refusal as refusal:
             await _refuse(refusal, openai, send)
             return
+        if not openai:  # BentoML's own routes: make error bodies match its OpenAPI document
+            send = ErrorShapeFixer(send, scope["path"]).send
         allowed_dbs = _db_filter(scope, key)
         metered = key is not None and key.tokens_per_minute is not None
         if allowed_dbs is None and not metered:

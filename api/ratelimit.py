@@ -38,6 +38,10 @@ class Bucket:
         return 0.0 if missing <= 0 else missing / self.rate
 
 
+TOKEN_CREDIT = 1e-6  # "any positive balance" for the token bucket
+SLACK_S = 1e-6  # float rounding: a client that waited exactly Retry-After must get in
+
+
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
@@ -70,21 +74,22 @@ class RateLimiter:
         return state
 
     def admit(self, key: str, rpm: int | None, tpm: int | None) -> Decision:
-        """Take one request from `key`'s allowance, or say how long to wait."""
+        """Take one request from `key`'s allowance, or say how long to wait (for every limit at once)."""
         now = self.clock()
         with self._lock:
             state = self._get(key, rpm, tpm, now)
+            waits: list[tuple[float, str]] = []
             if state.tokens is not None:
                 state.tokens.refill(now)
-                if state.tokens.level <= 0:
-                    # Any positive balance admits the next request; wait until the debt is repaid.
-                    wait = state.tokens.wait_for(1e-9)
-                    return Decision(False, _ceil_s(wait), "tokens_per_minute")
+                # Any positive balance admits the next request; when in debt, wait until it is repaid.
+                waits.append((state.tokens.wait_for(TOKEN_CREDIT), "tokens_per_minute"))
             if state.requests is not None:
                 state.requests.refill(now)
-                wait = state.requests.wait_for(1.0)
-                if wait > 0:
-                    return Decision(False, _ceil_s(wait), "requests_per_minute")
+                waits.append((state.requests.wait_for(1.0), "requests_per_minute"))
+            wait, limit = max(waits, default=(0.0, ""))
+            if wait > SLACK_S:
+                return Decision(False, _ceil_s(wait), limit)
+            if state.requests is not None:
                 state.requests.level -= 1.0
         return Decision(True)
 

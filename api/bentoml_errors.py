@@ -1,0 +1,92 @@
+"""Make BentoML 1.4's error responses and its published OpenAPI document agree (found by tests/test_fuzz.py).
+
+1. A 4xx raised as a BentoMLException (NotFound, InvalidArgument) is sent as `[{"error": ...}]`: the
+   handler wraps its dict in a one-element tuple (`_bentoml_impl/server/app.py`, api_endpoint_wrapper).
+   The document promises `{"error": ...}`, so the list is unwrapped on the way out.
+2. The document says an error's `detail` is a string, but a validation 400 sends pydantic's list of
+   errors there (which names each bad field, so it is worth keeping): the document is corrected to
+   say string or list.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Message = MutableMapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+
+ERROR_COMPONENTS = ("InvalidArgument", "NotFound", "InternalServerError")
+DETAIL_SCHEMA = {
+    "title": "Error Detail",
+    "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}],
+}
+MAX_BUFFER = 1024 * 1024
+
+
+def fix_error_body(payload: Any) -> Any:
+    """`[{"error": ...}]` -> `{"error": ...}`; anything else unchanged."""
+    wrapped = isinstance(payload, list) and len(payload) == 1 and isinstance(payload[0], dict)
+    return payload[0] if wrapped and "error" in payload[0] else payload
+
+
+def fix_document(doc: Any) -> Any:
+    """BentoML's OpenAPI document with `detail` of its error components typed as sent."""
+    schemas = doc.get("components", {}).get("schemas", {}) if isinstance(doc, dict) else {}
+    for name in ERROR_COMPONENTS:
+        props = schemas.get(name, {}).get("properties", {})
+        if "detail" in props:
+            props["detail"] = dict(DETAIL_SCHEMA)
+    return doc
+
+
+class ErrorShapeFixer:
+    """An ASGI `send` that rewrites BentoML error bodies (status >= 400) and /docs.json, as above."""
+
+    def __init__(self, send: Send, path: str) -> None:
+        self._send = send
+        self._document = path.rstrip("/") == "/docs.json"
+        self._start: Message | None = None
+        self._body = bytearray()
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            status = message.get("status", 200)
+            wanted = status >= 400 or (self._document and status == 200)
+            if wanted and _is_json(message):
+                self._start = message  # held: the body's length may change
+                return
+        elif message["type"] == "http.response.body" and self._start is not None:
+            self._body += message.get("body", b"")
+            if len(self._body) > MAX_BUFFER:
+                await self._flush(bytes(self._body), more=message.get("more_body", False))
+                return
+            if not message.get("more_body", False):
+                await self._flush(self._rewrite(bytes(self._body)), more=False)
+            return
+        await self._send(message)
+
+    def _rewrite(self, body: bytes) -> bytes:
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError):
+            return body
+        fixed = fix_document(payload) if self._document else fix_error_body(payload)
+        return json.dumps(fixed).encode()
+
+    async def _flush(self, body: bytes, *, more: bool) -> None:
+        start, self._start = self._start, None
+        assert start is not None
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        if not more:
+            headers.append((b"content-length", str(len(body)).encode()))
+        await self._send({**start, "headers": headers})
+        await self._send({"type": "http.response.body", "body": body, "more_body": more})
+
+
+def _is_json(start: Message) -> bool:
+    for key, value in start.get("headers", []):
+        if key.lower() == b"content-type":
+            return value.split(b";")[0].strip().lower() == b"application/json"
+    return False
