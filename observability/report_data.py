@@ -8,6 +8,7 @@ log of production traffic and a load test print and plot the same way.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -173,5 +174,20 @@ def summarize_locust(prefix: Path, label: str) -> Summary:
     total = rows[-1] if rows else None
     if total and not duration and total.qps:
         duration = total.requests / total.qps
+    _add_tokens(prefix, rows, duration)
     outcomes = {"ok": total.requests - total.failures, "failed": total.failures} if total else {}
     return Summary(label, str(prefix), duration, rows, timeline, outcomes)
+
+
+def _add_tokens(prefix: Path, rows: list[Row], duration: float) -> None:
+    """Tokens/s from PREFIX_tokens.json (bench/locustfile.py writes it: endpoint -> generated tokens)."""
+    path = prefix.with_name(prefix.name + "_tokens.json")
+    if not path.is_file() or duration <= 0:
+        return
+    tokens = json.loads(path.read_text())
+    for row in rows:
+        name = row.name.split(" ", 1)[-1]
+        if row.name == "total":
+            row.tokens_per_s = sum(tokens.values()) / duration
+        elif name in tokens:
+            row.tokens_per_s = tokens[name] / duration
