@@ -182,7 +182,8 @@ class Refused(ValueError):
         self.sql = sql
 
 
-def _read_dialect(dialect: str) -> str:
+def sqlglot_dialect(dialect: str) -> str:
+    """sqlglot's name for a SQLAlchemy dialect name ("postgresql" -> "postgres")."""
     try:
         return DIALECTS[dialect]
     except KeyError:
@@ -294,7 +295,7 @@ def guard(sql: str, dialect: str, max_rows: int) -> str:
     """The safe form of `sql` (one read-only query, LIMIT <= max_rows + 1) or Refused / ParseError."""
     if max_rows < 1:
         raise ValueError("max_rows must be at least 1")
-    read = _read_dialect(dialect)
+    read = sqlglot_dialect(dialect)
     root = check(_parse(sql, read), sql)
     clamp_limit(root, max_rows + 1)
     return root.sql(dialect=read, comments=False)
