@@ -89,31 +89,42 @@ def markdown(summaries: list[Summary], images: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _save(fig, ax, out: Path, name: str, **labels: str) -> str:
+    ax.set(**labels)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=100)
+    plt.close(fig)
+    return name
+
+
 def plot(summaries: list[Summary], out: Path) -> list[str]:
-    names = []
     fig, ax = plt.subplots(figsize=(8, 4))
     for s in summaries:
         for pct, style in (("p50", "-"), ("p95", "--"), ("p99", ":")):
             pts = [(p.t, getattr(p, pct)) for p in s.timeline if getattr(p, pct) is not None]
             if pts:
                 ax.plot(*zip(*pts, strict=True), style, label=f"{s.label} {pct}")
-    ax.set(xlabel="seconds from start", ylabel="latency (ms)", title="Latency percentiles over time")
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(out / "latency.png", dpi=100)
-    names.append("latency.png")
-    plt.close(fig)
+    names = [
+        _save(fig, ax, out, "latency.png", xlabel="seconds from start", ylabel="latency (ms)",
+              title="Latency percentiles over time")
+    ]  # fmt: skip
 
     fig, ax = plt.subplots(figsize=(8, 4))
     for s in summaries:
         if s.timeline:
             ax.plot([p.t for p in s.timeline], [p.qps for p in s.timeline], label=s.label)
-    ax.set(xlabel="seconds from start", ylabel="requests/s", title="Throughput over time")
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(out / "qps.png", dpi=100)
-    names.append("qps.png")
-    plt.close(fig)
+    names.append(
+        _save(
+            fig,
+            ax,
+            out,
+            "qps.png",
+            xlabel="seconds from start",
+            ylabel="requests/s",
+            title="Throughput over time",
+        )
+    )
 
     fig, ax = plt.subplots(figsize=(8, 4))
     kinds = sorted({k for s in summaries for k in s.outcomes})
@@ -123,12 +134,7 @@ def plot(summaries: list[Summary], out: Path) -> list[str]:
         xs = [k + i * width for k in range(len(kinds))]
         ax.bar(xs, [100 * s.outcomes.get(k, 0) / total for k in kinds], width, label=s.label)
     ax.set_xticks([k + width * (len(summaries) - 1) / 2 for k in range(len(kinds))], kinds)
-    ax.set(ylabel="% of requests", title="Outcomes")
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(out / "outcomes.png", dpi=100)
-    names.append("outcomes.png")
-    plt.close(fig)
+    names.append(_save(fig, ax, out, "outcomes.png", ylabel="% of requests", title="Outcomes"))
     return names
 
 
