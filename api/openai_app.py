@@ -29,6 +29,8 @@ PROVIDER_HEADER = "x-askdb-provider"
 
 app = FastAPI(title="askdb OpenAI-compatible API", docs_url=None, redoc_url=None, openapi_url=None)
 errors.install(app)
+# Streaming answers are event streams: say so in the OpenAPI document BentoML publishes.
+STREAMS = {200: {"content": {"application/json": {}, "text/event-stream": {}}}}
 
 
 def _service() -> Any:
@@ -73,7 +75,7 @@ async def list_models() -> dict:
     }
 
 
-@app.post("/chat/completions", response_model=None)
+@app.post("/chat/completions", response_model=None, responses=STREAMS)
 async def chat_completions(body: ChatCompletionRequest) -> JSONResponse | StreamingResponse:
     model = chat_model(body.model, await local_aliases())
     params: dict[str, Any] = {
@@ -129,7 +131,7 @@ async def chat_completions(body: ChatCompletionRequest) -> JSONResponse | Stream
     return JSONResponse(reply, headers={PROVIDER_HEADER: provider})
 
 
-@app.post("/completions", response_model=None)
+@app.post("/completions", response_model=None, responses=STREAMS)
 async def completions(body: CompletionRequest) -> JSONResponse | StreamingResponse:
     aliases = await local_aliases()
     if body.model not in (None, LOCAL, *aliases):

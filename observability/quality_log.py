@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 ASK_FIELDS = (
     "request_id", "ts", "question", "db", "model", "provider", "sql", "outcome", "attempts",
     "row_count", "latency_ms", "prompt_tokens", "completion_tokens", "error",
@@ -44,6 +46,7 @@ class QualityLog:
         self._logger: logging.Logger | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
+        self._warned = False
 
     @classmethod
     def from_env(cls) -> QualityLog:
@@ -81,8 +84,13 @@ class QualityLog:
         if not self.enabled:
             return
         line = json.dumps(record, ensure_ascii=False, default=str)
-        with self._lock:
-            self._writer().info(line)
+        try:
+            with self._lock:
+                self._writer().info(line)
+        except OSError as err:  # a full or read-only disk must not fail the user's request
+            if not self._warned:
+                log.warning("quality log %s not writable, records are dropped: %s", self.directory, err)
+                self._warned = True
 
     def ask(self, **fields: Any) -> None:
         """One /ask: the ASK_FIELDS (missing ones are null); `ts` defaults to now."""

@@ -97,3 +97,12 @@ def test_live_ask_writes_one_record_and_feedback_joins(askdb: BentoServer) -> No
     [joined] = [r for r in joined_asks(_log_dir()) if r["request_id"] == record["request_id"]]
     assert joined["feedback"] == 0.25
     assert json.dumps(joined)  # plain JSON all the way (the report reads it back)
+
+
+def test_unwritable_directory_drops_records_without_failing(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    log = QualityLog(blocker / "quality")  # mkdir under a file fails, like a read-only volume
+    log.ask(request_id="a" * 32, question="q", outcome="ok")
+    log.feedback("a" * 32, 1.0)
+    assert log._warned and not (blocker / "quality").exists()
