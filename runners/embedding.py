@@ -14,7 +14,7 @@ from runners.schemas import ModelInfo
 
 @bentoml.service(
     name="askdb-embedding",
-    resources={"gpu": 1},
+    resources=config.EMBED_RESOURCES,  # none by default: shares cuda:0 (runners/config.py)
     workers=config.WORKERS,
     traffic={"timeout": config.EMBED_TIMEOUT_S},
     labels={"component": "embedding-runner", "owner": "askdb"},

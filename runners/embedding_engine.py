@@ -48,7 +48,7 @@ class Embedder:
     @classmethod
     def load(cls, path: str | Path) -> Embedder:
         path = Path(path)
-        device, dtype = device_mod.pick()
+        device, dtype = device_mod.pick("embed")
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         model = transformers.AutoModel.from_pretrained(path, dtype=dtype).to(device).eval()
         return cls(

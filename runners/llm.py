@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator
 
 import bentoml
 
-from observability.llm_meter import BatchMeter
+from observability.llm_meter import BatchMeter, metered_stream
 from runners import config
 from runners.generation import Generator
 from runners.schemas import GenRequest, GenResult, ModelInfo
@@ -18,8 +18,8 @@ from runners.streaming import StreamEngine, stream_events
 
 @bentoml.service(
     name="askdb-llm",
-    resources={"gpu": 1},
-    workers=config.WORKERS,
+    resources={"gpu": config.LLM_GPUS},  # all visible GPUs; one worker each (runners/device.py)
+    workers=config.LLM_WORKERS,
     traffic={"timeout": config.LLM_TIMEOUT_S},
     labels={"component": "llm-runner", "owner": "askdb"},
 )
@@ -47,7 +47,7 @@ class LLM:
     async def stream(self, job: GenRequest) -> AsyncGenerator[str, None]:
         """Newline-delimited StreamEvent JSON as tokens are produced (continuous batching, see
         runners/streaming.py); the client closing the response cancels the generation."""
-        async for event in stream_events(self.streams, job):
+        async for event in metered_stream(stream_events(self.streams, job), self.tag, job):
             yield event.model_dump_json(exclude_defaults=True) + "\n"
 
     @bentoml.api
