@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import bentoml
 import httpx
+import openai
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
@@ -104,3 +105,28 @@ def test_record_ask_fills_every_family() -> None:
     assert get("askdb_ask_attempts_bucket", {"outcome": "refused", "le": "3.0"}) >= 1
     assert get("askdb_ask_stage_seconds_count", {"stage": "generate"}) >= 1
     assert get("askdb_ask_stage_seconds_count", {"stage": "other"}) >= 1  # unknown stage names collapse
+
+
+def test_streamed_generation_is_metered(askdb: BentoServer) -> None:
+    """A /v1 streamed chat goes through the runner's token stream; it is counted like a batch call."""
+    before = snapshot(askdb.url)
+    oai = openai.OpenAI(base_url=f"{askdb.url}/v1", api_key="unused", timeout=300)
+    model = oai.models.list().data[0].id
+    stream = oai.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Say hello"}],
+        max_tokens=5,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    usage = [chunk.usage for chunk in stream if chunk.usage is not None][-1]
+    after = snapshot(askdb.url)
+
+    def delta(name: str) -> float:
+        return total(after, name) - total(before, name)
+
+    assert delta("askdb_llm_generation_tokens_total") == usage.completion_tokens > 0
+    assert delta("askdb_llm_prompt_tokens_total") == usage.prompt_tokens
+    assert delta("askdb_llm_generations_total") == 1
+    assert delta("askdb_llm_time_to_first_token_seconds_count") == 1
+    assert total(after, "askdb_llm_inflight_generations") == 0
