@@ -20,6 +20,9 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no-examples": {"examples": 0},
     "no-repair": {"max_attempts": 1},
     "no-select": {"select": False},
+    "no-ground": {"ground": False},
+    "no-skeleton": {"skeleton": 0.0},
+    "self-consistency": {"candidates": 4},
     "zero-shot": {"examples": 0, "max_attempts": 1},
 }
 

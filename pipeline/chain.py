@@ -41,6 +41,10 @@ class AskOptions(BaseModel):
     candidates: int = Field(
         int(_env("ASKDB_ASK_CANDIDATES", 1)), ge=1, le=8, description="self-consistency candidates"
     )
+    skeleton: float = Field(
+        _env("ASKDB_ASK_SKELETON", 0.7), ge=0, le=1, description="weight of question-shape similarity"
+    )
+    ground: bool = Field(True, description="drop conditions on values the question never mentions")
     select: bool = Field(True, description="select tables for large schemas")
     timeout_s: float = Field(
         QUERY_TIMEOUT_S, gt=0, le=QUERY_TIMEOUT_S, description="per-query time limit (at most the server's)"
@@ -70,7 +74,8 @@ class TextToSQL:
         if key not in self.banks:
             tables = {t.name for t in info.tables}
             bank = examples.load_bank(db.name, db.dialect, tables)
-            self.banks[key] = examples.ExampleBank(bank, self.embeddings)
+            words = examples.vocabulary([(t.name, [c.name for c in t.columns]) for t in info.tables])
+            self.banks[key] = examples.ExampleBank(bank, self.embeddings, words)
         return self.banks[key]
 
     # --- steps: each takes the state dict and returns one new value ---
@@ -90,7 +95,9 @@ class TextToSQL:
         return await self.embeddings.aembed_query(state["question"])
 
     async def pick_examples(self, state: dict) -> list[examples.Example]:
-        return await self.bank(state["db"], state["schema"]).nearest(state["qvec"], state["options"].examples)
+        return await self.bank(state["db"], state["schema"]).nearest(
+            state["question"], state["qvec"], state["options"].examples, state["options"].skeleton
+        )
 
     async def select_tables(self, state: dict) -> list[str] | None:
         if not state["options"].select:
@@ -114,6 +121,7 @@ class TextToSQL:
             usage=state["usage"],
             max_attempts=opts.max_attempts,
             candidates=opts.candidates,
+            ground=opts.ground,
         )
 
     async def write_answer(self, state: dict) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,25 +82,75 @@ def cosine_top(query: list[float], matrix: np.ndarray, k: int) -> list[tuple[int
     return [(int(i), float(scores[i])) for i in order]
 
 
-class ExampleBank:
-    """One database's examples plus their embeddings (computed on first use)."""
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_WORD = re.compile(r"[A-Za-z][A-Za-z/&-]*|\d+(?:\.\d+)?")
 
-    def __init__(self, examples: list[Example], embeddings: Embeddings) -> None:
+
+def skeleton(question: str, vocabulary: set[str]) -> str:
+    """The question's shape with its content masked: quoted values, numbers, proper names and
+    words naming tables or columns. "How many tracks are there?" and "How many albums are there?"
+    share a skeleton (and a query shape) that "How many tracks are in each genre?" does not."""
+    text = _QUOTED.sub(" value ", question)
+    out = []
+    for n, word in enumerate(_WORD.findall(text)):
+        low = word.lower()
+        if word[0].isdigit():
+            out.append("number")
+        elif low in vocabulary or low.rstrip("s") in vocabulary or low.removesuffix("es") in vocabulary:
+            out.append("thing")
+        elif n > 0 and word[0].isupper():
+            out.append("name")
+        else:
+            out.append(low)
+    return " ".join(out)
+
+
+def vocabulary(tables: list[tuple[str, list[str]]]) -> set[str]:
+    """Lower-case table and column names (and their CamelCase parts) a question may mention."""
+    words: set[str] = set()
+    for table, columns in tables:
+        for name in (table, *columns):
+            words.add(name.lower())
+            words.update(p.lower() for p in re.findall(r"[A-Z][a-z]+", name) if len(p) > 3)
+    return words - {"name", "names"}
+
+
+class ExampleBank:
+    """One database's examples plus their embeddings (computed on first use).
+
+    Ranking mixes the similarity of the questions and of their skeletons (`skeleton_weight`): a
+    135M model copies the closest example's SQL shape, so the shape has to be the right one."""
+
+    def __init__(
+        self, examples: list[Example], embeddings: Embeddings, words: set[str] | None = None
+    ) -> None:
         self.examples = examples
         self.embeddings = embeddings
+        self.words = words or set()
         self._matrix: np.ndarray | None = None
+        self._skeletons: np.ndarray | None = None
         self._lock = asyncio.Lock()
 
-    async def _vectors(self) -> np.ndarray:
+    async def _vectors(self) -> tuple[np.ndarray, np.ndarray]:
         async with self._lock:
-            if self._matrix is None:
-                vecs = await self.embeddings.aembed_documents([e.question for e in self.examples])
-                self._matrix = np.asarray(vecs, dtype=np.float32).reshape(len(self.examples), -1)
-            return self._matrix
+            if self._matrix is None or self._skeletons is None:
+                n = len(self.examples)
+                texts = [e.question for e in self.examples]
+                texts += [skeleton(e.question, self.words) for e in self.examples]
+                vecs = np.asarray(await self.embeddings.aembed_documents(texts), dtype=np.float32)
+                self._matrix, self._skeletons = vecs[:n], vecs[n:]
+            return self._matrix, self._skeletons
 
-    async def nearest(self, query_vec: list[float], k: int) -> list[Example]:
+    async def nearest(
+        self, question: str, query_vec: list[float], k: int, skeleton_weight: float = 0.0
+    ) -> list[Example]:
         """The k closest examples, most similar last (closest to the question in the prompt)."""
         if k <= 0 or not self.examples:
             return []
-        top = cosine_top(query_vec, await self._vectors(), k)
-        return [self.examples[i] for i, _ in reversed(top)]
+        matrix, skeletons = await self._vectors()
+        scores = matrix @ np.asarray(query_vec, dtype=np.float32)
+        if skeleton_weight > 0:
+            skel = await self.embeddings.aembed_query(skeleton(question, self.words))
+            scores = (1 - skeleton_weight) * scores + skeleton_weight * (skeletons @ np.asarray(skel))
+        order = np.argsort(-scores)[:k]
+        return [self.examples[int(i)] for i in reversed(order)]

@@ -9,8 +9,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import sqlglot
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
+from sqlglot import exp
+
+from pipeline.guard import DIALECTS
 
 # Generation stops at the end of the first statement: the SQL in the few-shot turns is one line.
 STOP = [";", "\n\n"]
@@ -87,3 +91,36 @@ async def generate(
     usage.add(reply)
     text = str(reply.content)
     return text, extract_sql(text)
+
+
+def _mentioned(literal: exp.Literal, question: str) -> bool:
+    text = str(literal.this).strip("%").lower()
+    if any(c.isdigit() for c in text) and any(c.isdigit() for c in question):
+        return True  # derived numbers: "10 minutes" -> 600000, "after 2003" -> '2004-01-01'
+    return not text or text in question.lower()
+
+
+def ground_literals(sql: str, question: str, dialect: str = "sqlite") -> str:
+    """`sql` without the WHERE/HAVING conditions whose values appear nowhere in the question.
+
+    The 135M model pads queries with invented filters (`WHERE ArtistId = 1234567890`); a literal
+    the user never wrote is a guess, and dropping its condition is right far more often than not.
+    The result is still only a candidate: the guard and the database check it like any other."""
+    try:
+        tree = sqlglot.parse_one(sql, read=DIALECTS.get(dialect, dialect))
+    except sqlglot.errors.ParseError:
+        return sql
+    changed = False
+    for cond in list(tree.find_all(exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Like)):
+        literals = [n for n in cond.find_all(exp.Literal) if not isinstance(n.parent, exp.Func)]
+        if not literals or any(_mentioned(lit, question) for lit in literals):
+            continue
+        parent = cond.parent
+        if isinstance(parent, exp.And | exp.Or):
+            parent.replace(parent.right if parent.left is cond else parent.left)
+        elif isinstance(parent, exp.Where | exp.Having):
+            parent.pop()
+        else:
+            continue
+        changed = True
+    return tree.sql(dialect=DIALECTS.get(dialect, dialect)) if changed else sql

@@ -18,7 +18,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from pipeline.databases import Database
 from pipeline.execute import QueryResult, QueryTimeout, SQLError, execute
-from pipeline.generate import Usage, generate
+from pipeline.generate import Usage, generate, ground_literals
 from pipeline.guard import ParseError, Refused, guard
 from pipeline.prompt import dialect_name
 
@@ -102,11 +102,17 @@ async def solve(
     usage: Usage,
     max_attempts: int = 3,
     candidates: int = 1,
+    ground: bool = True,
 ) -> tuple[Outcome, int]:
     """(winning outcome, rounds used); raises AskFailed when no round produced a runnable query."""
 
     async def attempt(msgs: list[BaseMessage], temperature: float, seed: int | None) -> Outcome:
         raw, sql = await generate(llm, msgs, usage, temperature, seed)
+        grounded = ground_literals(sql, question, db.dialect) if ground and sql else sql
+        if grounded != sql:  # invented filters dropped; the model's own query stays the fallback
+            outcome = await asyncio.to_thread(check, db, grounded, raw, max_rows, timeout_s)
+            if outcome.ok:
+                return outcome
         return await asyncio.to_thread(check, db, sql, raw, max_rows, timeout_s)
 
     first = await asyncio.gather(

@@ -8,6 +8,7 @@ foreign-key paths that connect them (so every kept table can be joined). Small s
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import deque
 
@@ -80,12 +81,15 @@ class TableSelector:
         self.min_tables = min_tables
         self.top_k = top_k
         self._cache: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
+        self._lock = asyncio.Lock()  # concurrent first requests embed the tables once, not each
 
     async def _matrix(self, schema: SchemaInfo) -> np.ndarray:
         key = (schema.db, tuple(t.name for t in schema.tables))
-        if key not in self._cache:
-            texts = [describe_table(schema, t.name) for t in schema.tables]
-            self._cache[key] = np.asarray(await self.embeddings.aembed_documents(texts), dtype=np.float32)
+        async with self._lock:
+            if key not in self._cache:
+                texts = [describe_table(schema, t.name) for t in schema.tables]
+                vectors = await self.embeddings.aembed_documents(texts)
+                self._cache[key] = np.asarray(vectors, dtype=np.float32)
         return self._cache[key]
 
     async def select(
