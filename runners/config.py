@@ -53,8 +53,8 @@ WORKERS = _int("ASKDB_RUNNER_WORKERS", 1)  # embedding runner workers
 # compile, measured slower than dynamic (padding), so the two go together. Off on CPUs: unmeasured.
 LLM_CACHE = os.environ.get("ASKDB_LLM_CACHE", "static" if ON_GPU else "dynamic")
 LLM_COMPILE = os.environ.get("ASKDB_LLM_COMPILE", "1" if ON_GPU else "0") == "1"
-# A cold compile took up to ~90 s per batch bucket on the H100, so the runner compiles every bucket
-# before it reports ready; ASKDB_LLM_WARMUP=0 trades that for slow first requests.
+# A cold compile costs on the order of a minute per batch bucket on the H100, so the runner compiles
+# every bucket before it reports ready; ASKDB_LLM_WARMUP=0 trades that for slow first requests.
 LLM_WARMUP = os.environ.get("ASKDB_LLM_WARMUP", "1") == "1"
 # Static-cache buckets: prompt widths rounded up to 64 tokens, cache lengths to 256, so one compiled
 # graph serves many request shapes.
