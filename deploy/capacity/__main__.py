@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     for pt in points(rows):
         ok = "yes" if pt.tail_s * 1000 <= args.p95_ms else "no"
         ms = f"{pt.p50_s * 1000:>8.0f} {pt.tail_s * 1000:>8.0f}"
-        print(f"{pt.concurrency:>5} {pt.requests_per_s:>8.2f} {ms}  {ok} ({pt.tail_name})")
+        print(f"{pt.concurrency:>5} {pt.requests_per_s:>8.3g} {ms}  {ok} ({pt.tail_name})")
     print()
     for step in result.steps:
         print("- " + step)

@@ -94,13 +94,13 @@ def plan(
     # Little's law: a replica at that point holds `concurrency` requests; aim below it by the headroom.
     in_flight = max(1, math.floor(point.concurrency * headroom))
     steps = [
-        f"operating point: concurrency {point.concurrency} gives {point.requests_per_s:.2f} req/s per "
+        f"operating point: concurrency {point.concurrency} gives {point.requests_per_s:.3g} req/s per "
         f"replica at {point.tail_name} {point.tail_s * 1000:.0f} ms <= {p95_ms:.0f} ms "
         "(best throughput within target)",
-        f"usable per replica = {point.requests_per_s:.2f} x headroom {headroom} = {usable:.2f} req/s",
-        f"replicas for load = ceil({qps} / {usable:.2f}) = {for_load}",
+        f"usable per replica = {point.requests_per_s:.3g} x headroom {headroom} = {usable:.3g} req/s",
+        f"replicas for load = ceil({qps} / {usable:.3g}) = {for_load}",
         f"replicas = {for_load} + spare {spare} = {replicas}  (HPA minReplicas)",
-        f"max replicas = ceil({qps} x peak {peak_factor} / {usable:.2f}) + {spare} = {max_replicas}  "
+        f"max replicas = ceil({qps} x peak {peak_factor} / {usable:.3g}) + {spare} = {max_replicas}  "
         f"(HPA maxReplicas)",
         f"in-flight target per pod = floor({point.concurrency} x {headroom}) = {in_flight}  "
         f"(HPA askdb_in_flight_requests averageValue)",
