@@ -18,9 +18,12 @@ from api.access import AccessMiddleware
 from api.openai_app import app as openai_app
 from api.schemas import EmbedResponse, GenerateResponse, Usage
 from observability import service_hooks as obs
-from observability.ask import quality_log, record_feedback
+from observability.ask import AskObservation, quality_log, record_feedback
 from pipeline import databases as dbconfig
+from pipeline.ask import Asker, AskResponse, MaxRows, ModelName, Question, error_response, is_local
+from pipeline.chain import AskOptions
 from pipeline.schema import describe
+from providers import UnknownModel, router
 from runners.embedding import Embedding
 from runners.llm import LLM
 from runners.schemas import GenRequest
@@ -48,9 +51,9 @@ def open_database(name: str) -> dbconfig.Database:
         raise ServiceUnavailable(f"database configuration error: {err}") from None
 
 
+@bentoml.asgi_app(openai_app, path="/v1")  # OpenAI-compatible API (api/openai_app.py)
 @bentoml.service(
     name="askdb",
-@bentoml.asgi_app(openai_app, path="/v1")  # OpenAI-compatible API (api/openai_app.py)
     traffic={"timeout": limits.REQUEST_TIMEOUT_S, "max_concurrency": limits.MAX_CONCURRENCY},
     labels={"component": "api", "owner": "askdb"},
 )
@@ -106,6 +109,39 @@ class AskDB:
             self._embed_info = (info.tag, info.dim or len(vectors[0]))
         tag, dim = self._embed_info
         return EmbedResponse(embeddings=vectors, model=tag, dim=dim)
+
+    @bentoml.api
+    async def ask(
+        self,
+        question: Question,
+        db: DbName = dbconfig.DEFAULT,
+        max_rows: MaxRows = 100,
+        model: ModelName | None = None,
+        answer: bool = True,
+        options: AskOptions | None = None,
+    ) -> AskResponse:
+        """A question in plain language -> SQL, rows and a short answer; 422 when unsafe or unanswerable."""
+        database = open_database(db)
+        tag = await self.llm_tag()
+        if not is_local(model, tag):  # a provider or route name (providers/README.md), else 404
+            try:
+                router().plan(model, [tag, tag.split(":")[0]])
+            except UnknownModel as err:
+                return error_response("unknown_model", str(err), None, 404)
+        opts = options or AskOptions()
+        opts = opts.model_copy(update={"answer": answer and opts.answer})
+        if getattr(self, "_asker", None) is None:
+            self._asker = Asker(self.llm, self.embedder)
+        observation = AskObservation(question, db, model=tag)
+        return await self._asker.ask(
+            question=question,
+            db=database,
+            max_rows=max_rows,
+            tag=tag,
+            options=opts,
+            observation=observation,
+            model=model,
+        )
 
     @bentoml.api
     def schema(self, ctx: bentoml.Context, db: DbName = dbconfig.DEFAULT) -> dict:
