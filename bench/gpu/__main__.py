@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=3, help="measured requests per client (c=1: at least 4)")
     p.add_argument("--reps", type=int, default=2, help="in-process repetitions per batch size")
     p.add_argument("--variants", default="default", help=f"comma list of {', '.join(VARIANTS)}")
-    p.add_argument("--inprocess-variants", help="variants measured in-process (default: --variants)")
+    p.add_argument("--inprocess-variants", help="variants measured in-process (default: --variants; none)")
     p.add_argument("--no-serve", action="store_true", help="in-process and roofline only")
     p.add_argument("--max-batch-size", type=int, help="runner max batch size (default: runner's own)")
     p.add_argument("--out", default="bench/results/gpu")
@@ -124,7 +124,8 @@ def bench_shape(
     tag = shapes.import_shape(name, folder, args.tiny)
     path = bentoml.models.get(tag).path
     print(f"{name}: built + imported {tag} in {time.perf_counter() - t0:.0f} s", flush=True)
-    inproc_variants = (args.inprocess_variants or args.variants).split(",")
+    chosen = args.variants if args.inprocess_variants is None else args.inprocess_variants
+    inproc_variants = [v for v in chosen.split(",") if v and v != "none"]
     for variant in dict.fromkeys(args.variants.split(",") + inproc_variants):
         venv = {**VARIANTS[variant], "ASKDB_DEVICE": args.device}
         if args.max_batch_size:
