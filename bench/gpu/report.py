@@ -75,20 +75,13 @@ def plots(runs: list[dict[str, Any]], out: Path) -> list[Path]:
             served = sorted(run.get("served", []), key=lambda r: r["concurrency"])
             inproc = sorted(run.get("inprocess", []), key=lambda r: r["batch"])
             if name == "throughput_vs_concurrency":
-                if served:
-                    ax.plot(
-                        [r["concurrency"] for r in served],
-                        [r["tokens_per_s"] for r in served],
-                        "o-",
-                        label=f"{label} served",
-                    )
-                if inproc:
-                    ax.plot(
-                        [r["batch"] for r in inproc],
-                        [r["tokens_per_s"] for r in inproc],
-                        "s--",
-                        label=f"{label} in-process",
-                    )
+                for rows, key, style, kind in (
+                    (served, "concurrency", "o-", "served"),
+                    (inproc, "batch", "s--", "in-process"),
+                ):
+                    if rows:
+                        xs_, ys_ = [r[key] for r in rows], [r["tokens_per_s"] for r in rows]
+                        ax.plot(xs_, ys_, style, label=f"{label} {kind}")
                 xs = sorted(int(k) for k in run["roofline"])
                 ax.plot(xs, [run["roofline"][str(x)] for x in xs], ":", label=f"{run['shape']} roofline")
             elif name == "latency_vs_throughput" and served:
