@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+MIN_TEMPERATURE = 1e-4  # below this, sampling is greedy decoding
 
 
 class ChatMessage(BaseModel):
@@ -26,6 +28,13 @@ class GenRequest(BaseModel):
     ignore_eos: bool = False  # benchmarks: generate exactly max_new_tokens
     # set where the request is made (client clock), so the runner can measure queue wait
     submitted_at: float | None = Field(default_factory=time.time)
+
+    @field_validator("temperature")
+    @classmethod
+    def _greedy_below_floor(cls, value: float) -> float:
+        # logits / 1e-136 overflow to inf and sampling then fails on NaN (found by tests/test_fuzz.py);
+        # at such temperatures sampling is the argmax anyway.
+        return 0.0 if value < MIN_TEMPERATURE else value
 
 
 class GenResult(BaseModel):
