@@ -6,6 +6,9 @@
 2. The document says an error's `detail` is a string, but a validation 400 sends pydantic's list of
    errors there (which names each bad field, so it is worth keeping): the document is corrected to
    say string or list.
+3. The document declares OpenAPI 3.0.2 but embeds pydantic's JSON Schema 2020-12 keywords, which
+   3.0 reads differently or not at all (`exclusiveMinimum: 0` is a boolean flag in 3.0, `const` does
+   not exist): they are rewritten in 3.0's terms, so generated clients and validators agree.
 """
 
 from __future__ import annotations
@@ -32,13 +35,28 @@ def fix_error_body(payload: Any) -> Any:
 
 
 def fix_document(doc: Any) -> Any:
-    """BentoML's OpenAPI document with `detail` of its error components typed as sent."""
+    """BentoML's OpenAPI document with error `detail` typed as sent and 3.1 keywords in 3.0 terms."""
     schemas = doc.get("components", {}).get("schemas", {}) if isinstance(doc, dict) else {}
     for name in ERROR_COMPONENTS:
         props = schemas.get(name, {}).get("properties", {})
         if "detail" in props:
             props["detail"] = dict(DETAIL_SCHEMA)
-    return doc
+    return _as_openapi30(doc)
+
+
+def _as_openapi30(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_as_openapi30(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _as_openapi30(value) for key, value in node.items()}
+    for bound, flag in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        value = out.get(bound)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[flag], out[bound] = value, True
+    if "const" in out and "enum" not in out and not isinstance(out["const"], dict):  # not a field "const"
+        out["enum"] = [out.pop("const")]
+    return out
 
 
 class ErrorShapeFixer:

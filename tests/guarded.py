@@ -5,7 +5,8 @@ Keys (each at least 16 characters, as api/auth.py requires):
 - `scoped`: only the `chinook` database, not `chinook_copy`;
 - `rpm`: 3 requests per minute; `tpm`: 12 tokens per minute;
 - `hashed`: given in a key file by its sha256 only.
-Caps: ASKDB_MAX_NEW_TOKENS=4 (keeps fuzzed /generate calls cheap), ASKDB_MAX_CONCURRENCY=2,
+Caps: ASKDB_MAX_NEW_TOKENS=4, ASKDB_MAX_EMBED_TEXTS=16 and ASKDB_MAX_EMBED_TEXT_CHARS=1000 (keep
+fuzzed generation and embedding cheap: the schema bounds what the fuzzer sends), ASKDB_MAX_CONCURRENCY=2,
 ASKDB_BODY_TIMEOUT_S=3, ASKDB_MAX_BODY_BYTES=1 MiB.
 """
 
@@ -34,6 +35,8 @@ MAX_BODY_BYTES = 1024 * 1024
 BODY_TIMEOUT_S = 3
 MAX_CONCURRENCY = 2
 MAX_NEW_TOKENS = 4
+MAX_EMBED_TEXTS = 16
+MAX_EMBED_TEXT_CHARS = 1000
 
 
 @dataclass
@@ -64,6 +67,8 @@ def guarded_env(key_file: Path) -> dict[str, str]:
         "ASKDB_API_KEY_FILE": str(key_file),
         "ASKDB_DATABASES": json.dumps({"chinook_copy": f"sqlite:///{default_path()}"}),
         "ASKDB_MAX_NEW_TOKENS": str(MAX_NEW_TOKENS),
+        "ASKDB_MAX_EMBED_TEXTS": str(MAX_EMBED_TEXTS),
+        "ASKDB_MAX_EMBED_TEXT_CHARS": str(MAX_EMBED_TEXT_CHARS),
         "ASKDB_MAX_CONCURRENCY": str(MAX_CONCURRENCY),
         "ASKDB_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
         "ASKDB_MAX_BODY_BYTES": str(MAX_BODY_BYTES),

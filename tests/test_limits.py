@@ -10,7 +10,15 @@ import httpx
 import openai
 import pytest
 
-from tests.guarded import BODY_TIMEOUT_S, MAX_BODY_BYTES, MAX_CONCURRENCY, MAX_NEW_TOKENS, Guarded
+from tests.guarded import (
+    BODY_TIMEOUT_S,
+    MAX_BODY_BYTES,
+    MAX_CONCURRENCY,
+    MAX_EMBED_TEXT_CHARS,
+    MAX_EMBED_TEXTS,
+    MAX_NEW_TOKENS,
+    Guarded,
+)
 
 
 def test_requests_per_minute(guarded: Guarded) -> None:
@@ -119,8 +127,8 @@ FIELD_LIMITS = [
     ("/generate", {"prompt": LONG}, "prompt"),
     ("/generate", {"prompt": "hi", "max_new_tokens": MAX_NEW_TOKENS + 1}, "max_new_tokens"),
     ("/generate", {"prompt": "hi", "stop": ["a"] * 5}, "stop"),
-    ("/embed", {"texts": ["a"] * 257}, "texts"),
-    ("/embed", {"texts": ["a" * 8001]}, "texts"),
+    ("/embed", {"texts": ["a"] * (MAX_EMBED_TEXTS + 1)}, "texts"),
+    ("/embed", {"texts": ["a" * (MAX_EMBED_TEXT_CHARS + 1)]}, "texts"),
     ("/ask", {"question": "x" * 1001}, "question"),
     ("/ask", {"question": "How many artists?", "max_rows": 100_000}, "max_rows"),
     ("/schema", {"db": "d" * 65}, "db"),
@@ -136,7 +144,7 @@ FIELD_LIMITS = [
         "max_tokens",
     ),
     ("/v1/completions", {"model": "x", "prompt": "a", "max_tokens": MAX_NEW_TOKENS + 1}, "max_tokens"),
-    ("/v1/embeddings", {"model": "x", "input": ["a"] * 257}, "input"),
+    ("/v1/embeddings", {"model": "x", "input": ["a"] * (MAX_EMBED_TEXTS + 1)}, "input"),
 ]
 
 
