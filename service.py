@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api import limits
 from api.access import AccessMiddleware
+from api.dependency import RUNNER_DOWN, unavailable
 from api.openai_app import app as openai_app
 from api.schemas import EmbedResponse, GenerateResponse, Usage
 from observability import service_hooks as obs
@@ -96,14 +97,20 @@ class AskDB:
         stop: StopList = Field(default_factory=list),
     ) -> GenerateResponse:
         """Raw completion of `prompt` by the served LLM (no chat template)."""
-        return await self.complete(
-            GenRequest(prompt=prompt, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop)
-        )
+        try:
+            return await self.complete(
+                GenRequest(prompt=prompt, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop)
+            )
+        except RUNNER_DOWN as err:  # the runner process died or is restarting
+            return unavailable("the LLM runner (askdb-llm)", err)
 
     @bentoml.api
     async def embed(self, texts: Texts) -> EmbedResponse:
         """Normalised sentence embeddings, one per text."""
-        vectors = await self.embedder.to_async.embed(texts)
+        try:
+            vectors = await self.embedder.to_async.embed(texts)
+        except RUNNER_DOWN as err:
+            return unavailable("the embedding runner (askdb-embedding)", err)
         if self._embed_info is None:
             info = await self.embedder.to_async.info()
             self._embed_info = (info.tag, info.dim or len(vectors[0]))
