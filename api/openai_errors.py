@@ -95,6 +95,8 @@ def upstream(exc: Exception, provider: str | None = None) -> JSONResponse:  # pr
         return respond(429, f"{who} is rate-limited and no fallback could answer", code="rate_limit_exceeded")
     if isinstance(exc, openai.APITimeoutError):
         return respond(504, f"{who} timed out and no fallback could answer", code="upstream_timeout")
+    if isinstance(exc, openai.APIConnectionError):  # nothing answered at all: the provider is down
+        return respond(503, f"{who} is unreachable and no fallback could answer", code="upstream_unavailable")
     if isinstance(exc, openai.APIError):
         return respond(502, f"{who} failed and no fallback could answer", code="upstream_error")
     return respond(503, "the LLM runner is unavailable; retry shortly", code="runner_unavailable")
