@@ -133,10 +133,10 @@ def test_ask_routes_by_model(askdb: BentoServer) -> None:
 
 
 def test_all_providers_down_is_an_openai_error(oa: openai.OpenAI) -> None:
-    # `remote` alone (no fallback named) while nothing listens on its port: 502, not a stack trace
+    # `remote` alone (no fallback named) while nothing listens on its port: 503 naming it, no stack trace
     with pytest.raises(openai.APIStatusError) as err:
         oa.chat.completions.create(model="remote", messages=CHAT, max_tokens=3)
-    assert err.value.status_code == 502 and "remote" in err.value.body["message"]
+    assert err.value.status_code == 503 and "remote" in err.value.body["message"]
 
 
 def test_remote_askdb_answers_its_route(remote: BentoServer, oa: openai.OpenAI) -> None:
