@@ -146,7 +146,15 @@ def run(concurrency: list[int], tokens: int) -> dict[str, list[dict]]:
     servers = {"askdb": askdb_server, "transformers-serve": lambda: transformers_server(model_dir(), tokens)}
     for name, start in servers.items():
         with start() as (url, model, extra):
-            results[name] = [asyncio.run(level(url, model, extra, c, tokens)) for c in concurrency]
+            results[name] = []
+            for c in concurrency:
+                results[name].append(asyncio.run(level(url, model, extra, c, tokens)))
+                row = results[name][-1]
+                print(
+                    f"{name} {c} streams: TTFT p50 {row['ttft_p50_s']:.2f}s, tok/s p50 {row['tps_p50']:.2f}, "
+                    f"total {row['total_tokens_per_s']:.2f} tok/s",
+                    flush=True,
+                )  # progress on long runs
     return results
 
 
