@@ -29,14 +29,14 @@ from tests.guarded import Guarded
 
 SEED = 20261125
 # (positive, negative) examples per operation; the ones that generate text or SQL get fewer.
-DEFAULT_BUDGET = (300, 300)
+DEFAULT_BUDGET = (400, 400)
 BUDGET = {
-    "POST /ask": (12, 200),
-    "POST /generate": (150, 300),
-    "POST /embed": (120, 300),
-    "POST /v1/chat/completions": (100, 300),
-    "POST /v1/completions": (100, 300),
-    "POST /v1/embeddings": (120, 300),
+    "POST /ask": (10, 150),
+    "POST /generate": (100, 200),
+    "POST /embed": (80, 200),
+    "POST /v1/chat/completions": (60, 150),
+    "POST /v1/completions": (60, 150),
+    "POST /v1/embeddings": (80, 200),
 }
 BENTO_OPERATIONS = [
     "GET /healthz",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlglot
+import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -27,6 +28,7 @@ from pipeline import databases, guard
 from pipeline.ask import MAX_QUESTION_CHARS, MAX_ROWS
 from pipeline.chinook import default_path
 from pipeline.execute import QueryTimeout, SQLError, execute
+from runners.schemas import GenRequest
 from service import AskDB
 
 SETTINGS = settings(
@@ -200,6 +202,16 @@ def test_chat_bounds_name_the_field(n: int, max_tokens: int | None) -> None:
     else:
         assert not bad
         assert 1 <= req.budget() <= limits.MAX_NEW_TOKENS
+
+
+@SETTINGS
+@given(st.floats(0.0, 2.0))
+def test_any_temperature_in_range_is_usable(temperature: float) -> None:
+    """Tiny temperatures overflowed logits / temperature to inf (a 500 found by the fuzz run)."""
+    req = GenRequest(prompt="x", temperature=temperature)
+    assert req.temperature == 0.0 or torch.isfinite(
+        torch.tensor([30.0], dtype=torch.float32) / req.temperature
+    )
 
 
 # ---- access control ------------------------------------------------------------------------------------
