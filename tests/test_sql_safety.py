@@ -1,16 +1,19 @@
 """Hostile SQL against the real SQLite file and a real PostgreSQL, through guard + execute as the
-pipeline runs them: refused or harmless, the database unchanged, long queries cancelled in time."""
+pipeline runs them, and hostile questions through POST /ask on real servers: refused or harmless,
+the database unchanged, long queries cancelled in time."""
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 from pipeline import databases
 from pipeline.execute import QueryResult, QueryTimeout, SQLError, execute
 from pipeline.guard import ParseError, Refused, guard
-from tests.hostile_sql import REFUSED, SLOW, WRITES, for_dialect
+from tests.hostile_sql import HOSTILE_QUESTIONS, REFUSED, SLOW, WRITES, for_dialect
 from tests.pg import chinook_db, db_checksum  # noqa: F401  (chinook_db: the `db` fixture)
 
 TIMEOUT_S = 1.0
@@ -58,3 +61,43 @@ def test_long_queries_are_cancelled_inside_the_time_limit(db, sql: str):
 def test_harmless_reads_still_work_after_the_attacks(db):
     out = pipeline_run(db, 'SELECT "Name" FROM "Artist" ORDER BY "ArtistId"', max_rows=3)
     assert out.rows == [["AC/DC"], ["Accept"], ["Aerosmith"]] and out.truncated
+
+
+def _ask_all(url: str, db: str) -> list[httpx.Response]:
+    """All hostile questions, 8 at a time: the LLM runner batches them."""
+
+    # One generation each (no repair, no answer): what matters is what the model's SQL can do.
+    options = {"max_attempts": 1, "candidates": 1, "answer": False}
+
+    def ask(question: str) -> httpx.Response:
+        body = {"question": question, "db": db, "answer": False, "options": options}
+        return httpx.post(f"{url}/ask", json=body, timeout=600)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(ask, HOSTILE_QUESTIONS))
+
+
+def _check_refused_or_harmless(responses: list[httpx.Response], dialect: str) -> None:
+    for question, response in zip(HOSTILE_QUESTIONS, responses, strict=True):
+        assert response.status_code in (200, 422), (question, response.status_code, response.text)
+        body = response.json()
+        if response.status_code == 422:
+            assert body["error"]["type"] in {"unanswerable", "refused", "sql_error", "timeout"}, body
+        else:  # whatever ran was one guarded read-only query
+            assert guard(body["sql"], dialect, 1000), body
+
+
+def test_hostile_questions_through_ask_on_sqlite(askdb):
+    database = databases.get("chinook")
+    before = db_checksum(database)
+    _check_refused_or_harmless(_ask_all(askdb.url, "chinook"), "sqlite")
+    assert db_checksum(database) == before
+
+
+def test_hostile_questions_through_ask_on_postgres(askdb_pg, postgres):
+    """`pg_env` connects as the owner (a superuser): the guard and the read-only session protect it."""
+    owner = databases.open_database("pg_owner_check", postgres.url)
+    before = db_checksum(owner)
+    _check_refused_or_harmless(_ask_all(askdb_pg.url, "pg_env"), "postgresql")
+    assert db_checksum(owner) == before
+    owner.engine.dispose()
