@@ -18,6 +18,7 @@ from langchain_core.embeddings import Embeddings
 from sqlglot import exp
 
 from pipeline.examples import Example, cosine_top
+from pipeline.guard import sqlglot_dialect
 from pipeline.schema import SchemaInfo
 
 MIN_TABLES = int(os.environ.get("ASKDB_SELECT_MIN_TABLES", 8))
@@ -31,7 +32,7 @@ def describe_table(schema: SchemaInfo, name: str) -> str:
 
 def tables_in(sql: str, dialect: str = "sqlite") -> set[str]:
     try:
-        tree = sqlglot.parse_one(sql, read=dialect)
+        tree = sqlglot.parse_one(sql, read=sqlglot_dialect(dialect))
     except sqlglot.errors.ParseError:
         return set()
     return {t.name for t in tree.find_all(exp.Table)}
