@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
@@ -72,6 +73,7 @@ class BentoServer:
         self.log_path = log or Path(os.environ.get("TMPDIR", "/tmp")) / f"askdb-serve-{self.port}.log"
         self.args = args or []
         self.proc: subprocess.Popen | None = None
+        self._known: list[psutil.Process] = []
 
     @property
     def url(self) -> str:
@@ -88,8 +90,10 @@ class BentoServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        self._known: list[psutil.Process] = []
         try:
             wait_ready(self.url, self.proc, timeout)
+            self._known = self.tree()
         except Exception:
             self.stop()
             raise RuntimeError(f"{self.target} failed to start; log tail:\n{self.log_tail()}") from None
@@ -102,15 +106,32 @@ class BentoServer:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, sig)
 
+    def tree(self) -> list[psutil.Process]:
+        """The arbiter and every worker: BentoML starts workers in sessions of their own, so a
+        process-group signal does not reach them."""
+        if self.proc is None:
+            return []
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
     def stop(self, timeout: float = 30.0) -> int | None:
         if self.proc is None:
             return None
+        procs = {p.pid: p for p in [*self._known, *self.tree()]}.values()
         self.signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.signal(signal.SIGKILL)
             self.proc.wait()
+        # workers orphaned by a killed arbiter would keep CPU and memory for the rest of the run
+        _, alive = psutil.wait_procs(procs, timeout=10)
+        for proc in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
         self._log.close()
         return self.proc.returncode
 
