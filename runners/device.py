@@ -11,13 +11,13 @@ import os
 import torch
 
 
-def gpu_count() -> int:
-    """GPUs this process may use, without initialising CUDA (the serving parent must not)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        ids = [d.strip() for d in visible.split(",") if d.strip()]
-        # CUDA stops at the first invalid entry; "-1" is the usual way to hide every GPU
-        return len(ids[: ids.index("-1")] if "-1" in ids else ids)
+def listed(visible: str) -> int:
+    """How many GPUs a CUDA_VISIBLE_DEVICES value names (CUDA stops at "-1", the usual "none")."""
+    ids = [d.strip() for d in visible.split(",") if d.strip()]
+    return len(ids[: ids.index("-1")] if "-1" in ids else ids)
+
+
+def _present() -> int:
     try:
         import pynvml  # nvidia-ml-py, a BentoML dependency
 
@@ -28,6 +28,17 @@ def gpu_count() -> int:
             pynvml.nvmlShutdown()
     except Exception:  # no driver / no NVML: a CPU machine
         return 0
+
+
+def gpu_count() -> int:
+    """GPUs this process may use, without initialising CUDA (the serving parent must not).
+
+    BentoML sets CUDA_VISIBLE_DEVICES=0 for a GPU-requesting worker even on a machine without GPUs,
+    so the variable alone proves nothing: count what the driver has, capped by what is listed.
+    """
+    present = _present()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return present if visible is None else min(present, listed(visible))
 
 
 def worker_gpu() -> int:
