@@ -123,6 +123,10 @@ def execute(db: Database, sql: str, max_rows: int, timeout_s: float) -> QueryRes
     try:
         return run(db, sql, max_rows, timeout_s)
     except exc.DBAPIError as err:
+        if err.statement is None or err.connection_invalidated:
+            # No statement ran: the server is unreachable or the connection dropped. That is the
+            # database being down (a 503 upstream in pipeline/ask.py), not the query being wrong.
+            raise
         raise SQLError(db.error_message(err)) from None
 
 
