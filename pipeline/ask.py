@@ -11,6 +11,7 @@ import time
 from typing import Annotated, Any
 from uuid import UUID
 
+import aiohttp
 from annotated_types import Ge, Le, MaxLen, MinLen
 from bentoml.exceptions import BentoMLException
 from langchain_core.callbacks import AsyncCallbackHandler
@@ -137,6 +138,10 @@ class Asker:
         except AskFailed as err:
             observation.finish(err.kind, sql=err.sql, attempts=err.attempts, error=err.message, model=tag)
             return error_response(err.kind, err.message, err.sql)
+        except aiohttp.ClientError as err:  # a runner process is down (before OSError: some are OSErrors)
+            observation.finish("error", error=type(err).__name__, model=tag)
+            why = f"the model runners are unavailable ({type(err).__name__})"
+            return error_response("unavailable", why, None, 503)
         except (OSError, SQLAlchemyError) as err:  # the database is down: a dependency, so 503
             observation.finish("error", error=type(err).__name__, model=tag)
             reason = db.scrub(str(err).splitlines()[0])[:300] if hasattr(db, "scrub") else type(err).__name__
