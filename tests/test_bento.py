@@ -72,6 +72,7 @@ def test_bento_carries_the_service_and_sample_db_but_no_tests(cpu_bento: tuple[s
         "api/limits.py",
         "pipeline/chinook.py",
         "data/chinook.sqlite",
+        "eval/bank/chinook.yaml",
     ):
         assert (src / needed).is_file(), needed
     for absent in ("tests", "bench", ".venv", "build", "deploy", ".github"):
