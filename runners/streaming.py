@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -94,6 +95,7 @@ class StreamEngine:
         self._last: torch.Tensor | None = None  # [rows] token to feed next
         self._pos: torch.Tensor | None = None  # [rows] position of that token
         self.steps = 0  # decode steps run (tests and metrics read it)
+        self._cache_arg: str | None = None
         self._thread = threading.Thread(target=self._loop, name="askdb-stream", daemon=True)
         self._thread.start()
 
@@ -150,7 +152,7 @@ class StreamEngine:
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.gen.model.config)
         out = self.gen.model(
-            input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True
+            input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **self._cache_kw(cache)
         )
         first = self._sample(seqs, out.logits[:, -1, :])
         self._merge(seqs, cache, mask, first, mask.sum(-1))
@@ -182,6 +184,14 @@ class StreamEngine:
         self._rows.extend(seqs)
         active_streams.set(len(self._rows))
 
+    def _cache_kw(self, cache: DynamicCache) -> dict[str, DynamicCache]:
+        # transformers renamed `past_key_values` to `cache` (5.2x); an unknown name is silently
+        # swallowed by **kwargs, leaving the cache empty, so ask the model which one it takes.
+        if self._cache_arg is None:
+            params = inspect.signature(self.gen.model.forward).parameters
+            self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        return {self._cache_arg: cache}
+
     def _step(self) -> None:
         assert self._cache is not None and self._mask is not None
         self._mask = torch.cat([self._mask, self._mask.new_ones((len(self._rows), 1))], dim=1)
@@ -189,8 +199,8 @@ class StreamEngine:
             input_ids=self._last[:, None],
             attention_mask=self._mask,
             position_ids=self._pos[:, None],
-            cache=self._cache,
             use_cache=True,
+            **self._cache_kw(self._cache),
         )
         self.steps += 1
         self._pos = self._pos + 1
