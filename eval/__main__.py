@@ -1,4 +1,5 @@
-"""`python -m eval run --url URL [--ablation full no-examples no-repair] [--ids t01,t02] [--limit N]`
+"""`python -m eval run --url URL [--ablation full no-examples no-repair] [--ids t01,t02] [--limit N]`,
+`python -m eval run --in-process smollm2-135m-instruct:latest ...` (no server)
 and `python -m eval check` (bank and test set are disjoint, every gold query runs)."""
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--concurrency", type=int, default=4)
     r.add_argument("--out", default="eval/reports/latest.json")
     r.add_argument("--tag", default="", help="suffix for run labels (e.g. the model)")
+    r.add_argument(
+        "--in-process",
+        metavar="MODEL_TAG",
+        default=None,
+        help="no server: load MODEL_TAG and the embedder here (eval/inprocess.py)",
+    )
     sub.add_parser("check", help="validate the bank and the test set")
     args = ap.parse_args(argv)
 
@@ -38,15 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     reports = []
     for name in args.ablation:
         label = f"{name}{args.tag}"
-        rep = runner.run(
-            args.url,
-            db=args.db,
-            label=label,
-            options={**runner.ABLATIONS[name], **extra},
-            ids=ids,
-            limit=args.limit,
-            concurrency=args.concurrency,
-        )
+        options = {**runner.ABLATIONS[name], **extra}
+        if args.in_process:
+            from eval import inprocess
+
+            rep = inprocess.run(args.in_process, label=label, options=options, ids=ids, db=args.db)
+        else:
+            rep = runner.run(
+                args.url,
+                db=args.db,
+                label=label,
+                options=options,
+                ids=ids,
+                limit=args.limit,
+                concurrency=args.concurrency,
+            )
         reports.append(rep)
         print(runner.table([rep]).splitlines()[-1], flush=True)
     print(runner.table(reports))
