@@ -49,7 +49,7 @@ def _tables(examples: list[Example]) -> set[str]:
     for e in examples:
         try:
             names |= {t.name.lower() for t in sqlglot.parse_one(e.sql).find_all(sqlglot.exp.Table)}
-        except sqlglot.errors.ParseError:
+        except sqlglot.errors.SqlglotError:
             continue
     return names
 

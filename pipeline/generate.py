@@ -108,7 +108,7 @@ def ground_literals(sql: str, question: str, dialect: str = "sqlite") -> str:
     The result is still only a candidate: the guard and the database check it like any other."""
     try:
         tree = sqlglot.parse_one(sql, read=DIALECTS.get(dialect, dialect))
-    except sqlglot.errors.ParseError:
+    except sqlglot.errors.SqlglotError:  # TokenError too (unterminated quotes in a reply)
         return sql
     changed = False
     for cond in list(tree.find_all(exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Like)):

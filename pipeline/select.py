@@ -33,7 +33,7 @@ def describe_table(schema: SchemaInfo, name: str) -> str:
 def tables_in(sql: str, dialect: str = "sqlite") -> set[str]:
     try:
         tree = sqlglot.parse_one(sql, read=sqlglot_dialect(dialect))
-    except sqlglot.errors.ParseError:
+    except sqlglot.errors.SqlglotError:  # TokenError too (unterminated quotes in a reply)
         return set()
     return {t.name for t in tree.find_all(exp.Table)}
 

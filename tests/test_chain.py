@@ -106,3 +106,17 @@ def test_whole_chain_answers_a_bank_question_from_plain_langchain(chat_model, em
     assert out["sql"].upper().startswith("SELECT")
     assert out["attempts"] >= 1 and out["usage"]["prompt_tokens"] > 0
     assert out["examples"][-1] == "How many albums are there?"  # the closest example comes last
+
+
+def test_grounding_drops_invented_filters_only():
+    from pipeline.generate import ground_literals
+
+    assert ground_literals("SELECT COUNT(*) FROM Album WHERE ArtistId = 1234567890", "How many albums?") == (
+        "SELECT COUNT(*) FROM Album"
+    )
+    kept = "SELECT Name FROM Customer WHERE Country = 'Brazil'"
+    assert ground_literals(kept, "Which customers live in Brazil?") == kept
+    derived = "SELECT COUNT(*) FROM Track WHERE Milliseconds > 600000"
+    assert ground_literals(derived, "Tracks longer than 10 minutes?") == derived
+    broken = "SELECT * FROM Customer WHERE Country = 'Bahia'` to get"  # does not tokenize: left alone
+    assert ground_literals(broken, "Which customers?") == broken
