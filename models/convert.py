@@ -61,8 +61,11 @@ def load(source: Source, task: str | None) -> Loaded:
     try:
         config = transformers.AutoConfig.from_pretrained(where, **kwargs)
     except Exception as exc:  # transformers raises ValueError/KeyError/OSError/struct errors
-        raise ModelImportError(f"{source.name}: unsupported or unreadable model config ({_one_line(exc)})") from None
-    task = task or infer_task(config)
+        raise ModelImportError(
+            f"{source.name}: unsupported or unreadable model config ({_one_line(exc)})"
+        ) from None
+    # GGUF files often carry no `architectures`; they hold causal LMs in practice
+    task = task or ("text-generation" if source.kind == "gguf" else infer_task(config))
     if task not in TASKS:
         raise ModelImportError(f"task {task!r} is not one of {', '.join(TASKS)}")
     auto = transformers.AutoModelForCausalLM if task == "text-generation" else transformers.AutoModel
@@ -72,7 +75,9 @@ def load(source: Source, task: str | None) -> Loaded:
     except ModelImportError:
         raise
     except Exception as exc:
-        raise ModelImportError(f"{source.name}: cannot be loaded as a {task} model ({_one_line(exc)})") from None
+        raise ModelImportError(
+            f"{source.name}: cannot be loaded as a {task} model ({_one_line(exc)})"
+        ) from None
     if source.kind == "gguf":
         model = _plain_copy(model)
     arch = (getattr(config, "architectures", None) or [model.__class__.__name__])[0]
