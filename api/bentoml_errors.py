@@ -5,7 +5,7 @@
    The document promises `{"error": ...}`, so the list is unwrapped on the way out.
 2. The document says an error's `detail` is a string, but a validation 400 sends pydantic's list of
    errors there (which names each bad field, so it is worth keeping): the document is corrected to
-   say string or list.
+   say string or list; likewise `error`, which askdb's own routes send as an object (API.md).
 3. The document declares OpenAPI 3.0.2 but embeds pydantic's JSON Schema 2020-12 keywords, which
    3.0 reads differently or not at all (`exclusiveMinimum: 0` is a boolean flag in 3.0, `const` does
    not exist): they are rewritten in 3.0's terms, so generated clients and validators agree.
@@ -25,6 +25,14 @@ DETAIL_SCHEMA = {
     "title": "Error Detail",
     "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}],
 }
+# askdb's own errors are objects (API.md: {"type", "message", ...}); BentoML's are strings.
+ERROR_SCHEMA = {
+    "title": "Message",
+    "oneOf": [
+        {"type": "string"},
+        {"type": "object", "required": ["message"], "properties": {"message": {"type": "string"}}},
+    ],
+}
 MAX_BUFFER = 1024 * 1024
 
 
@@ -41,6 +49,8 @@ def fix_document(doc: Any) -> Any:
         props = schemas.get(name, {}).get("properties", {})
         if "detail" in props:
             props["detail"] = dict(DETAIL_SCHEMA)
+        if "error" in props:
+            props["error"] = dict(ERROR_SCHEMA)
     return _as_openapi30(doc)
 
 
