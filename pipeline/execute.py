@@ -90,7 +90,12 @@ def _run_sqlite(db: Database, sql: str, max_rows: int, timeout_s: float) -> Quer
         # A non-zero return aborts the running statement with "interrupted".
         raw.set_progress_handler(lambda: int(time.monotonic() > deadline), PROGRESS_STEPS)
         try:
-            return _fetch(conn, sql, max_rows)
+            result = _fetch(conn, sql, max_rows)
+            # the handler runs every PROGRESS_STEPS instructions: a short query can end past the
+            # deadline without being interrupted, and the limit is a promise, so it still counts
+            if time.monotonic() > deadline:
+                raise QueryTimeout(f"query cancelled after the {timeout_s:g} s time limit")
+            return result
         except exc.OperationalError as err:
             if "interrupted" in str(err.orig):
                 raise QueryTimeout(f"query cancelled after the {timeout_s:g} s time limit") from None
