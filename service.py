@@ -25,6 +25,7 @@ from pipeline.ask import Asker, AskResponse, MaxRows, ModelName, Question, error
 from pipeline.chain import AskOptions
 from pipeline.schema import describe
 from providers import UnknownModel, router
+from runners import client as runner_client
 from runners.embedding import Embedding
 from runners.llm import LLM
 from runners.schemas import GenRequest
@@ -68,12 +69,12 @@ class AskDB:
 
     async def llm_tag(self) -> str:
         if self._llm_tag is None:
-            self._llm_tag = (await self.llm.to_async.info()).tag
+            self._llm_tag = (await runner_client.call(self.llm.to_async.info)).tag
         return self._llm_tag
 
     async def complete(self, request: GenRequest) -> GenerateResponse:
         """One generation through the LLM runner's batch queue; per-request errors become 400s."""
-        [result] = await self.llm.to_async.generate([request])
+        [result] = await runner_client.call(self.llm.to_async.generate, [request])
         if result.finish_reason == "error":
             raise InvalidArgument(result.error or "generation request rejected")
         usage = Usage(
@@ -108,11 +109,11 @@ class AskDB:
     async def embed(self, texts: Texts) -> EmbedResponse:
         """Normalised sentence embeddings, one per text."""
         try:
-            vectors = await self.embedder.to_async.embed(texts)
+            vectors = await runner_client.call(self.embedder.to_async.embed, texts)
         except RUNNER_DOWN as err:
             return unavailable("the embedding runner (askdb-embedding)", err)
         if self._embed_info is None:
-            info = await self.embedder.to_async.info()
+            info = await runner_client.call(self.embedder.to_async.info)
             self._embed_info = (info.tag, info.dim or len(vectors[0]))
         tag, dim = self._embed_info
         return EmbedResponse(embeddings=vectors, model=tag, dim=dim)

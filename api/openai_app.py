@@ -23,6 +23,7 @@ from api.openai_sse import chat_stream, completion_stream
 from pipeline.llm import GenerationRejected
 from providers import LOCAL, PROVIDER_KEY, chat_model, router
 from providers.local import local_tag
+from runners import client as runner_client
 from runners.schemas import GenRequest
 
 PROVIDER_HEADER = "x-askdb-provider"
@@ -65,7 +66,7 @@ def _answered_model(req_model: str | None, provider: str, tag: str) -> str:
 async def list_models() -> dict:
     """Served models, providers and routes by name only: never a URL or a key."""
     svc, now = _service(), int(time.time())
-    embed_tag = str((await svc.embedder.to_async.info()).tag)
+    embed_tag = str((await runner_client.call(svc.embedder.to_async.info)).tag)
     cfg = router().config
     owned = [(n, "askdb") for n in [*await local_aliases(), LOCAL, embed_tag]]
     owned += [(n, "provider") for n in cfg.providers] + [(n, "route") for n in cfg.routes]
@@ -161,7 +162,7 @@ async def completions(body: CompletionRequest) -> JSONResponse | StreamingRespon
         sse = completion_stream(_service().llm, job, cid, created, tag, body.include_usage())
         first = await anext(sse)  # a rejected prompt is a 400, not a broken stream
         return StreamingResponse(_prepend(first, sse), media_type="text/event-stream", headers=headers)
-    [result] = await _service().llm.to_async.generate([job])
+    [result] = await runner_client.call(_service().llm.to_async.generate, [job])
     if result.finish_reason == "error":
         raise GenerationRejected(result.error or "prompt rejected")
     reply = {
@@ -187,7 +188,7 @@ async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
 @app.post("/embeddings")
 async def embeddings(body: EmbeddingRequest) -> dict:
     svc = _service()
-    info = await svc.embedder.to_async.info()
+    info = await runner_client.call(svc.embedder.to_async.info)
     tag = str(info.tag)
     if body.model not in (None, LOCAL, tag, tag.split(":")[0]):
         raise errors.APIError(
@@ -198,7 +199,7 @@ async def embeddings(body: EmbeddingRequest) -> dict:
             400, f"dimensions: this model returns {info.dim}, not {body.dimensions}", "dimensions"
         )
     texts = body.texts()
-    vectors = await svc.embedder.to_async.embed(texts)
+    vectors = await runner_client.call(svc.embedder.to_async.embed, texts)
     data = [
         {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
         for i, v in enumerate(vectors)

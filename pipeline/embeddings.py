@@ -6,6 +6,8 @@ from typing import Any
 
 from langchain_core.embeddings import Embeddings
 
+from runners import client as runner_client
+
 
 class RunnerEmbeddings(Embeddings):
     """Sentence embeddings from askdb's Embedding runner; vectors come back L2-normalised."""
@@ -28,7 +30,7 @@ class RunnerEmbeddings(Embeddings):
         if not texts:
             return []
         if hasattr(self.runner, "to_async"):
-            return list(await self.runner.to_async.embed(texts))
+            return list(await runner_client.call(self.runner.to_async.embed, texts))
         if self.async_runner is not None:
             return list(await self.async_runner.embed(texts=texts))
         return await super().aembed_documents(texts)

@@ -16,6 +16,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, Field
 
+from runners import client as runner_client
 from runners.schemas import ChatMessage, GenRequest, GenResult
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant"}
@@ -109,7 +110,7 @@ class RunnerChatModel(BaseChatModel):
     ) -> ChatResult:
         request = self._request(messages, stop, **kwargs)
         if hasattr(self.runner, "to_async"):
-            raw = await self.runner.to_async.generate([request])
+            raw = await runner_client.call(self.runner.to_async.generate, [request])
         elif self.async_runner is not None:
             raw = await self.async_runner.generate(requests=[request])
         else:

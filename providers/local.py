@@ -18,6 +18,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 
 from pipeline.llm import GenerationRejected, RunnerChatModel
+from runners import client as runner_client
 from runners.schemas import GenRequest
 
 
@@ -85,7 +86,7 @@ async def local_tag() -> str:
     global _tag
     if _tag is None:
         svc = bentoml.get_current_service()
-        _tag = str((await svc.llm.to_async.info()).tag)
+        _tag = str((await runner_client.call(svc.llm.to_async.info)).tag)
     return _tag
 
 

@@ -105,7 +105,7 @@ def test_bad_requests_are_4xx_naming_the_field(askdb: BentoServer, body: dict, s
 
 def test_a_query_past_the_time_limit_is_a_422_timeout(askdb: BentoServer):
     # a bank question (the model copies its join over InvoiceLine and Track) with a tiny time limit
-    body = {"question": "How many times was each track sold?", "options": {"timeout_s": 0.001}}
+    body = {"question": "How many times was each track sold?", "options": {"timeout_s": 1e-6}}
     err = assert_error_shape(post(askdb.url, body))
     assert err["type"] == "timeout", err
     assert "cancelled" in err["message"] and err["sql"].upper().startswith("SELECT")
