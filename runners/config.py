@@ -60,3 +60,11 @@ LLM_WARMUP = os.environ.get("ASKDB_LLM_WARMUP", "1") == "1"
 # graph serves many request shapes.
 LLM_PAD_MULTIPLE = _int("ASKDB_LLM_PAD_MULTIPLE", 64)
 LLM_CACHE_MULTIPLE = _int("ASKDB_LLM_CACHE_MULTIPLE", 256)
+
+
+def batching(max_batch_size: int, max_latency_ms: int) -> dict[str, object]:
+    """`@bentoml.api` arguments; a max batch size of 1 turns adaptive batching off (BentoML itself
+    refuses max_batch_size=1), which is what bench/batching.py compares against."""
+    if max_batch_size <= 1:
+        return {}
+    return {"batchable": True, "max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms}

@@ -25,11 +25,7 @@ class Embedding:
     def __init__(self) -> None:
         self.engine = Embedder.load(self.model.path)
 
-    @bentoml.api(
-        batchable=True,
-        max_batch_size=config.EMBED_MAX_BATCH_SIZE,
-        max_latency_ms=config.EMBED_MAX_LATENCY_MS,
-    )
+    @bentoml.api(**config.batching(config.EMBED_MAX_BATCH_SIZE, config.EMBED_MAX_LATENCY_MS))
     def embed(self, texts: list[str]) -> list[list[float]]:
         return self.engine.embed(texts)
 

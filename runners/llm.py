@@ -32,11 +32,7 @@ class LLM:
         self.streams = StreamEngine(self.engine, max_streams=config.LLM_MAX_STREAMS)
         self.tag = str(self.model.tag)  # the `model` label of askdb_llm_* metrics
 
-    @bentoml.api(
-        batchable=True,
-        max_batch_size=config.LLM_MAX_BATCH_SIZE,
-        max_latency_ms=config.LLM_MAX_LATENCY_MS,
-    )
+    @bentoml.api(**config.batching(config.LLM_MAX_BATCH_SIZE, config.LLM_MAX_LATENCY_MS))
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         with BatchMeter(self.tag, requests) as meter:
             results = self.engine.generate(requests, hooks=[meter])
