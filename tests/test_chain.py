@@ -3,12 +3,11 @@ stored models loaded in this process (the runners' engines, without HTTP) and th
 
 from __future__ import annotations
 
-from typing import Any
-
 import bentoml
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
+from eval.inprocess import Engine as InProcess
 from models.defaults import DEFAULT_EMBED_TAG, DEFAULT_LLM_TAG
 from pipeline import build_chain, databases, examples, prompt, repair, schema, select
 from pipeline.execute import QueryResult
@@ -16,19 +15,6 @@ from pipeline.generate import extract_sql
 from pipeline.llm import RunnerChatModel
 from runners.embedding_engine import Embedder
 from runners.generation import Generator
-
-
-class InProcess:
-    """A runner engine called directly: the same object the BentoML runner wraps."""
-
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
-
-    def generate(self, requests: list) -> list:
-        return self.engine.generate(requests)
-
-    def embed(self, texts: list[str]) -> list[list[float]]:
-        return self.engine.embed(texts)
 
 
 @pytest.fixture(scope="module")
