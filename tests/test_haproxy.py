@@ -188,7 +188,8 @@ def test_real_askdb_behind_the_same_haproxy_config(askdb: BentoServer, tmp_path:
         proxy.stop()
     assert all(o["usage"]["completion_tokens"] >= 1 for o in outs)
     assert emb["dim"] > 0 and len(emb["embeddings"]) == 2
-    assert stats["s0"]["status"] == "UP" and int(stats["s0"]["stot"]) >= 5
+    # "UP 1/2" (one slow check on a loaded host) still serves; only DOWN or MAINT would not.
+    assert stats["s0"]["status"].startswith("UP") and int(stats["s0"]["stot"]) >= 5
 
 
 def test_runtime_api_refusals_raise(tmp_path: Path) -> None:

@@ -81,6 +81,8 @@ def render(cfg: ProxyConfig) -> str:
         f"    acl idempotent path_beg {idem}",
         "    http-request disable-l7-retry if !idempotent",
         "    option httpchk GET /readyz",
+        # A busy replica may answer its check slowly; a 1 s check timeout (the default: inter) flaps it.
+        "    timeout check 3s",
         "    http-check expect status 200",
         f"    default-server check inter {cfg.check_interval_ms}ms fastinter 250ms rise 1 fall 2",
     ]
