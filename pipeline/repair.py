@@ -20,7 +20,9 @@ from pipeline.databases import Database
 from pipeline.execute import QueryResult, QueryTimeout, SQLError, execute
 from pipeline.generate import Usage, generate, ground_literals
 from pipeline.guard import ParseError, Refused, guard
+from pipeline.joins import fix_self_comparisons, remaining_self_comparisons
 from pipeline.prompt import dialect_name
+from pipeline.schema import describe
 
 SAMPLE_TEMPERATURE = 0.7
 
@@ -108,11 +110,17 @@ async def solve(
 
     async def attempt(msgs: list[BaseMessage], temperature: float, seed: int | None) -> Outcome:
         raw, sql = await generate(llm, msgs, usage, temperature, seed)
-        grounded = ground_literals(sql, question, db.dialect) if ground and sql else sql
-        if grounded != sql:  # invented filters dropped; the model's own query stays the fallback
-            outcome = await asyncio.to_thread(check, db, grounded, raw, max_rows, timeout_s)
-            if outcome.ok:
-                return outcome
+        if sql and ground:  # invented filters dropped, `ON T.c = T.c` re-pointed (pipeline/joins.py)
+            grounded = ground_literals(sql, question, db.dialect)
+            grounded = fix_self_comparisons(grounded, db.dialect, describe(db))
+            if grounded != sql:  # the model's own query stays the fallback
+                outcome = await asyncio.to_thread(check, db, grounded, raw, max_rows, timeout_s)
+                if outcome.ok:
+                    return outcome
+        if sql and (always_true := remaining_self_comparisons(sql, db.dialect)):
+            # It would run and return a cross product: ask for a repair instead of answering wrongly.
+            error = f"the JOIN condition {always_true[0]} compares a column with itself"
+            return Outcome(raw, sql, kind="sql_error", error=error + "; join on the column both tables share")
         return await asyncio.to_thread(check, db, sql, raw, max_rows, timeout_s)
 
     first = await asyncio.gather(
