@@ -24,6 +24,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no-skeleton": {"skeleton": 0.0},
     "self-consistency": {"candidates": 4},
     "zero-shot": {"examples": 0, "max_attempts": 1},
+    "grammar": {"grammar": True},
 }
 
 

@@ -20,7 +20,8 @@ from pydantic import BaseModel, Field
 
 from pipeline import answer as answer_mod
 from pipeline import databases, examples, prompt, repair, schema
-from pipeline.generate import Usage
+from pipeline import grammar as sql_grammar
+from pipeline.generate import Usage, constrained
 from pipeline.select import TableSelector
 
 
@@ -50,6 +51,10 @@ class AskOptions(BaseModel):
         QUERY_TIMEOUT_S, gt=0, le=QUERY_TIMEOUT_S, description="per-query time limit (at most the server's)"
     )
     answer: bool = Field(True, description="write a short answer from the rows")
+    grammar: bool = Field(
+        os.environ.get("ASKDB_ASK_GRAMMAR", "0").lower() in ("1", "true", "yes"),
+        description="constrain SQL decoding to the schema's grammar (local runner only)",
+    )
 
 
 def _both(afunc: Any, name: str) -> RunnableLambda:
@@ -111,8 +116,9 @@ class TextToSQL:
 
     async def solve(self, state: dict) -> tuple[repair.Outcome, int]:
         opts: AskOptions = state["options"]
+        grammar = sql_grammar.for_schema(state["schema"]) if opts.grammar else None
         return await repair.solve(
-            self.llm,
+            constrained(self.llm, grammar),
             state["messages"],
             db=state["db"],
             question=state["question"],

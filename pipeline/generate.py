@@ -15,6 +15,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from sqlglot import exp
 
 from pipeline.guard import DIALECTS
+from pipeline.llm import RunnerChatModel
 
 # Generation stops at the end of the first statement: the SQL in the few-shot turns is one line.
 STOP = [";", "\n\n"]
@@ -91,6 +92,14 @@ async def generate(
     usage.add(reply)
     text = str(reply.content)
     return text, extract_sql(text)
+
+
+def constrained(llm: BaseChatModel, grammar: str | None) -> BaseChatModel:
+    """`llm` bound to `grammar` when it is the local runner; other chat models (providers) cannot
+    take a grammar, so they are returned as they are."""
+    if grammar is None or not isinstance(llm, RunnerChatModel):
+        return llm
+    return llm.bind(grammar=grammar)  # type: ignore[return-value]  # a Runnable with the same calls
 
 
 def _mentioned(literal: exp.Literal, question: str) -> bool:

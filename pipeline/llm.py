@@ -71,6 +71,7 @@ class RunnerChatModel(BaseChatModel):
             top_p=kwargs.get("top_p", self.top_p),
             seed=kwargs.get("seed", self.seed),
             stop=list(stop or self.stop or []),
+            grammar=kwargs.get("grammar"),
         )
 
     def _chat_result(self, result: GenResult) -> ChatResult:

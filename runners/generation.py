@@ -17,6 +17,7 @@ from transformers import GenerationConfig, LogitsProcessor, StoppingCriteria
 
 from runners import config as settings
 from runners import device as device_mod
+from runners.constrain import Constraints, RowGrammar
 from runners.schemas import GenRequest, GenResult
 
 
@@ -89,6 +90,7 @@ class Generator:
     tokenizer: Any
     device: torch.device
     context_length: int
+    constraints: Constraints | None = None  # built on the first request with a grammar
 
     @classmethod
     def load(cls, path: str | Path) -> Generator:
@@ -152,7 +154,15 @@ class Generator:
                 f"prompt has {n_prompt} tokens; with max_new_tokens={req.max_new_tokens} that exceeds "
                 f"the model's context of {self.context_length} tokens"
             )
+        if req.grammar is not None:
+            return self.grammars.check(req.grammar)
         return None
+
+    @property
+    def grammars(self) -> Constraints:
+        if self.constraints is None:
+            self.constraints = Constraints(self.tokenizer, self.eos_ids)
+        return self.constraints
 
     @torch.inference_mode()
     def generate(
@@ -206,11 +216,17 @@ class Generator:
             eos_token_id=None,  # EOS is per row (RowStop), so ignore_eos can hold inside a batch
             **cache_args,
         )
+        processors: list[LogitsProcessor] = []
+        if any(r.grammar is not None for r in reqs):  # masks first: sampling sees only legal tokens
+            matchers = [self.grammars.compile(r.grammar) if r.grammar else None for r in reqs]
+            processors.append(RowGrammar(matchers, width))  # type: ignore[arg-type]
+        if sample:
+            processors.append(RowSampling(reqs))
         out = self.model.generate(
             **batch,
             generation_config=config,
             stopping_criteria=[stop, *(hooks or [])],
-            logits_processor=[RowSampling(reqs)] if sample else None,
+            logits_processor=processors or None,
         )
         results = []
         for row, req in enumerate(reqs[:real]):

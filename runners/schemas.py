@@ -26,6 +26,8 @@ class GenRequest(BaseModel):
     stop: list[str] = Field(default_factory=list)
     seed: int | None = None
     ignore_eos: bool = False  # benchmarks: generate exactly max_new_tokens
+    # Lark grammar (llguidance syntax) the reply must follow; an invalid one fails this request only
+    grammar: str | None = Field(None, max_length=200_000)
     # set where the request is made (client clock), so the runner can measure queue wait
     submitted_at: float | None = Field(default_factory=time.time)
 
