@@ -5,6 +5,7 @@ Serve with `bentoml serve` (the entry is named in bentofile.yaml) or `bentoml se
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 import bentoml
@@ -74,7 +75,11 @@ class AskDB:
 
     async def complete(self, request: GenRequest) -> GenerateResponse:
         """One generation through the LLM runner's batch queue; per-request errors become 400s."""
-        [result] = await runner_client.call(self.llm.to_async.generate, [request])
+        # The tag lookup runs alongside, not after: on SIGTERM BentoML stops the runner with this worker,
+        # and a stopping runner refuses new calls, so a later one would 503 a request already in flight.
+        [result], tag = await asyncio.gather(
+            runner_client.call(self.llm.to_async.generate, [request]), self.llm_tag()
+        )
         if result.finish_reason == "error":
             raise InvalidArgument(result.error or "generation request rejected")
         usage = Usage(
@@ -86,7 +91,7 @@ class AskDB:
             text=result.text,
             finish_reason=result.finish_reason,
             usage=usage,
-            model=await self.llm_tag(),
+            model=tag,
         )
 
     @bentoml.api

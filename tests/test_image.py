@@ -38,6 +38,9 @@ SECRET_ENVS = ("OPENAI_API_KEY", "HF_TOKEN", "ASKDB_API_KEYS", "ASKDB_DB_PASSWOR
 # A plain `podman stop` is SIGTERM; an orderly shutdown exits 0, or 143 (128 + SIGTERM) when the
 # signal reaches a process that does not catch it. Anything else (137: killed) is a failure.
 CLEAN_EXITS = {0, 143}
+# Once the last in-flight response is out, the container must be gone within this bound (measured
+# 1.7-2.4 s; podman's default stop timeout is 10 s, k8s adds its preStop): nothing may linger idle.
+EXIT_AFTER_LAST_RESPONSE_S = 30
 RUN_FLAGS = (
     *("--network", "host", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"),
     *("-e", "BENTOML_DO_NOT_TRACK=true"),
@@ -243,6 +246,7 @@ def test_no_secret_in_any_layer(canary: str, tmp_path: Path) -> None:
 def test_sigterm_finishes_in_flight_requests_then_exits_cleanly(container: Container) -> None:
     """Last: stops the container. Requests accepted before SIGTERM all complete with full answers."""
     results: list[httpx.Response | BaseException] = []
+    answered: list[float] = []  # monotonic time of each response
 
     def call(i: int) -> None:
         try:
@@ -250,6 +254,7 @@ def test_sigterm_finishes_in_flight_requests_then_exits_cleanly(container: Conta
             results.append(httpx.post(f"{container.url}/generate", json=body, timeout=300))
         except BaseException as exc:  # recorded and asserted on below
             results.append(exc)
+        answered.append(time.monotonic())
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
     for t in threads:
@@ -264,6 +269,7 @@ def test_sigterm_finishes_in_flight_requests_then_exits_cleanly(container: Conta
     for t in threads:
         t.join(timeout=300)
     code = int(podman("wait", container.name, timeout=300).stdout.strip())
+    exited = time.monotonic()  # `podman wait` returns as the container exits
     logs = container.logs()
     assert len(results) == 4
     for r in results:
@@ -271,6 +277,10 @@ def test_sigterm_finishes_in_flight_requests_then_exits_cleanly(container: Conta
         assert r.json()["usage"]["completion_tokens"] > 0
     assert code in CLEAN_EXITS, f"exit code {code}\n{logs}"
     assert "Traceback" not in logs, logs
+    # busy until the last answer, then out promptly: an idle worker holding the container open
+    # would push a real `podman stop` (10 s) or k8s grace period into SIGKILL
+    lingered = exited - max(answered)
+    assert lingered < EXIT_AFTER_LAST_RESPONSE_S, f"exited {lingered:.1f} s after the last response\n{logs}"
 
 
 def in_flight(url: str) -> float:
