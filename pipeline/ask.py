@@ -155,6 +155,9 @@ class Asker:
             observation.finish("unanswerable", error=str(err), model=tag)
             return error_response("unanswerable", f"the model could not take this question: {err}")
         usage = out["usage"]
+        # The model that answered: a route's provider (or its fallback) reports its own name.
+        names = [tag if m == "local" else m for m in out.pop("models", None) or []]
+        answered_by = ", ".join(dict.fromkeys(names)) or tag
         latency = observation.finish(
             "ok",
             sql=out["sql"],
@@ -162,6 +165,8 @@ class Asker:
             row_count=out["row_count"],
             prompt_tokens=usage["prompt_tokens"],
             completion_tokens=usage["completion_tokens"],
-            model=tag,
+            model=answered_by,
         )
-        return AskResponse(**out, model=tag, latency_ms=round(latency, 2), request_id=observation.request_id)
+        return AskResponse(
+            **out, model=answered_by, latency_ms=round(latency, 2), request_id=observation.request_id
+        )

@@ -151,6 +151,7 @@ class TextToSQL:
             "answer": state["answer"],
             "attempts": rounds,
             "usage": state["usage"].to_api(),
+            "models": list(state["usage"].models),  # what wrote the SQL and the answer
             "tables": state["tables"] or [t.name for t in state["schema"].tables],
             "examples": [e.question for e in state["examples"]],
         }

@@ -35,12 +35,20 @@ class Usage:
     completion_tokens: int = 0
     calls: int = 0
     lock: object = field(default=None, repr=False)
+    # Models that replied, in order: a provider route or its fallback may answer instead of the runner.
+    models: list[str] = field(default_factory=list)
 
     def add(self, message: AIMessage) -> None:
         meta = getattr(message, "usage_metadata", None) or {}
         self.prompt_tokens += int(meta.get("input_tokens", 0))
         self.completion_tokens += int(meta.get("output_tokens", 0))
         self.calls += 1
+        meta = getattr(message, "response_metadata", None) or {}
+        name, provider = meta.get("model_name"), meta.get("askdb_provider")  # providers/chain.py stamps it
+        if name and provider and provider != "local":
+            name = f"{provider}/{name}"
+        if name and name not in self.models:
+            self.models.append(str(name))
 
     def to_api(self) -> dict:
         return {
