@@ -15,7 +15,7 @@ from pipeline.guard import DIALECTS
 from pipeline.schema import SchemaInfo
 
 
-def _sources(select: exp.Select) -> dict[str, exp.Table]:
+def sources_of(select: exp.Select) -> dict[str, exp.Table]:
     """Name the SELECT's own FROM/JOIN tables go by (alias or name, lower-cased) -> the table."""
     tables = []
     if from_ := select.args.get("from_") or select.args.get("from"):  # renamed in sqlglot 30
@@ -54,7 +54,7 @@ def fix_self_comparisons(sql: str, dialect: str, info: SchemaInfo) -> str:
         return sql
     columns, changed = _columns(info), False
     for select in tree.find_all(exp.Select):
-        sources = _sources(select)
+        sources = sources_of(select)
         for join in select.args.get("joins") or []:
             for eq in _self_comparisons(join):
                 col, qualifier = eq.left.name.lower(), eq.left.table.lower()

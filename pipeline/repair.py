@@ -23,6 +23,7 @@ from pipeline.guard import ParseError, Refused, guard
 from pipeline.joins import fix_self_comparisons, remaining_self_comparisons
 from pipeline.prompt import dialect_name
 from pipeline.schema import describe
+from pipeline.values import fix_value_columns
 
 SAMPLE_TEMPERATURE = 0.7
 
@@ -72,6 +73,16 @@ def check(db: Database, sql: str | None, raw: str, max_rows: int, timeout_s: flo
         return Outcome(raw, sql, safe, kind="sql_error", error=str(err))
 
 
+def ground_sql(sql: str, question: str, db: Database, timeout_s: float) -> str:
+    """The model's query tied to the question and the data (blocking: value lookups hit the database):
+    invented filters dropped, `ON T.c = T.c` re-pointed (pipeline/joins.py), a value looked for in the
+    column that holds it (pipeline/values.py)."""
+    info = describe(db)
+    grounded = ground_literals(sql, question, db.dialect)
+    grounded = fix_self_comparisons(grounded, db.dialect, info)
+    return fix_value_columns(grounded, db, info, timeout_s)
+
+
 def _key(result: QueryResult) -> tuple:
     return tuple(sorted(repr(row) for row in result.rows))
 
@@ -110,9 +121,8 @@ async def solve(
 
     async def attempt(msgs: list[BaseMessage], temperature: float, seed: int | None) -> Outcome:
         raw, sql = await generate(llm, msgs, usage, temperature, seed)
-        if sql and ground:  # invented filters dropped, `ON T.c = T.c` re-pointed (pipeline/joins.py)
-            grounded = ground_literals(sql, question, db.dialect)
-            grounded = fix_self_comparisons(grounded, db.dialect, describe(db))
+        if sql and ground:
+            grounded = await asyncio.to_thread(ground_sql, sql, question, db, timeout_s)
             if grounded != sql:  # the model's own query stays the fallback
                 outcome = await asyncio.to_thread(check, db, grounded, raw, max_rows, timeout_s)
                 if outcome.ok:

@@ -1,0 +1,103 @@
+"""Conditions on the wrong column, re-pointed at the column that holds the value the question names.
+
+The 135M model mixes up sibling columns: `WHERE BillingCity = 'Germany'` for "billed to Germany".
+The query runs and returns nothing. When the literal is not in the column the model chose, but is in
+exactly one other text column of the tables in the same SELECT, that column is what was meant. Each
+check is a one-row lookup on the read-only connection, under the same time limit as the query.
+"""
+
+from __future__ import annotations
+
+import sqlglot
+from sqlglot import exp
+
+from pipeline.databases import Database
+from pipeline.execute import QueryTimeout, SQLError, execute
+from pipeline.guard import DIALECTS
+from pipeline.joins import sources_of
+from pipeline.schema import SchemaInfo, TableInfo
+
+_TEXT_TYPES = ("CHAR", "TEXT", "CLOB", "STRING")
+MAX_LOOKUPS = 24  # per query: a few tables of a few text columns each
+
+
+def _text_columns(table: TableInfo) -> list[str]:
+    return [c.name for c in table.columns if any(t in c.type.upper() for t in _TEXT_TYPES)]
+
+
+class _Lookup:
+    """Does `table.column` hold `value`? Cached, and bounded by MAX_LOOKUPS."""
+
+    def __init__(self, db: Database, info: SchemaInfo, timeout_s: float) -> None:
+        self.db, self.info, self.timeout_s = db, info, timeout_s
+        self.seen: dict[tuple[str, str, str], bool] = {}
+
+    def holds(self, table: str, column: str, value: exp.Literal) -> bool | None:
+        key = (table, column, value.this)
+        if key not in self.seen:
+            if len(self.seen) >= MAX_LOOKUPS:
+                return None
+            q = self.info.quote
+            dialect = DIALECTS.get(self.db.dialect, self.db.dialect)
+            probe = f"SELECT 1 FROM {q(table)} WHERE {q(column)} = {value.sql(dialect=dialect)} LIMIT 1"
+            try:
+                self.seen[key] = bool(execute(self.db, probe, 1, self.timeout_s).rows)
+            except (QueryTimeout, SQLError):
+                return None
+        return self.seen[key]
+
+
+def _owner(column: exp.Column, scope: dict[str, exp.Table], info: SchemaInfo) -> TableInfo | None:
+    """The schema table a column reference belongs to, when it can be told."""
+    if column.table:
+        source = scope.get(column.table.lower())
+        return _table(info, source.name) if source is not None else None
+    owners = [t for s in scope.values() if (t := _table(info, s.name)) and _has(t, column.name)]
+    return owners[0] if len(owners) == 1 else None
+
+
+def _table(info: SchemaInfo, name: str) -> TableInfo | None:
+    return next((t for t in info.tables if t.name.lower() == name.lower()), None)
+
+
+def _has(table: TableInfo, column: str) -> bool:
+    return any(c.name.lower() == column.lower() for c in table.columns)
+
+
+def fix_value_columns(sql: str, db: Database, info: SchemaInfo, timeout_s: float) -> str:
+    """`sql` with each `col = 'text'` whose value `col` lacks re-pointed at the one column holding it."""
+    read = DIALECTS.get(db.dialect, db.dialect)
+    try:
+        tree = sqlglot.parse_one(sql, read=read)
+    except sqlglot.errors.SqlglotError:
+        return sql
+    lookup, changed = _Lookup(db, info, timeout_s), False
+    for select in tree.find_all(exp.Select):
+        where = select.args.get("where")
+        if where is None:
+            continue
+        scope = sources_of(select)
+        for eq in where.find_all(exp.EQ):
+            column, value = eq.left, eq.right
+            if not (isinstance(column, exp.Column) and isinstance(value, exp.Literal) and value.is_string):
+                continue
+            owner = _owner(column, scope, info)
+            if owner is None or lookup.holds(owner.name, column.name, value) is not False:
+                continue
+            holders = [
+                (alias, name)
+                for alias, source in scope.items()
+                if (table := _table(info, source.name))
+                for name in _text_columns(table)
+                if lookup.holds(table.name, name, value)
+            ]
+            if len(holders) == 1:
+                alias, name = holders[0]
+                qualifier = scope[alias].args["alias"].this if scope[alias].alias else scope[alias].this
+                qualified = column.table or len(scope) > 1
+                # quoted like the model's column: PostgreSQL folds unquoted PascalCase names
+                ident = exp.to_identifier(name, quoted=column.this.quoted)
+                new = exp.Column(this=ident, table=qualifier.copy() if qualified else None)
+                column.replace(new)
+                changed = True
+    return tree.sql(dialect=read) if changed else sql
