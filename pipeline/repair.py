@@ -23,7 +23,7 @@ from pipeline.guard import ParseError, Refused, guard
 from pipeline.joins import fix_self_comparisons, remaining_self_comparisons
 from pipeline.prompt import dialect_name
 from pipeline.schema import describe
-from pipeline.values import fix_value_columns
+from pipeline.values import add_missing_values, fix_value_columns
 
 SAMPLE_TEMPERATURE = 0.7
 
@@ -76,11 +76,12 @@ def check(db: Database, sql: str | None, raw: str, max_rows: int, timeout_s: flo
 def ground_sql(sql: str, question: str, db: Database, timeout_s: float) -> str:
     """The model's query tied to the question and the data (blocking: value lookups hit the database):
     invented filters dropped, `ON T.c = T.c` re-pointed (pipeline/joins.py), a value looked for in the
-    column that holds it (pipeline/values.py)."""
+    column that holds it, a value the question names but the query dropped put back (pipeline/values.py)."""
     info = describe(db)
     grounded = ground_literals(sql, question, db.dialect)
     grounded = fix_self_comparisons(grounded, db.dialect, info)
-    return fix_value_columns(grounded, db, info, timeout_s)
+    grounded = fix_value_columns(grounded, db, info, timeout_s)
+    return add_missing_values(grounded, question, db, info, timeout_s)
 
 
 def _key(result: QueryResult) -> tuple:

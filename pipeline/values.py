@@ -8,6 +8,8 @@ check is a one-row lookup on the read-only connection, under the same time limit
 
 from __future__ import annotations
 
+import re
+
 import sqlglot
 from sqlglot import exp
 
@@ -100,4 +102,58 @@ def fix_value_columns(sql: str, db: Database, info: SchemaInfo, timeout_s: float
                 new = exp.Column(this=ident, table=qualifier.copy() if qualified else None)
                 column.replace(new)
                 changed = True
+    return tree.sql(dialect=read) if changed else sql
+
+
+# Values a question names: quoted text, or a run of capitalised words after the first word
+# ("for the USA", "the artist Iron Maiden").
+_QUOTED = re.compile(r"'([^']+)'|\"([^\"]+)\"")
+_CAPITALISED = re.compile(r"(?<!^)\b[A-Z][\w-]*(?:\s+[A-Z][\w-]*)*")
+
+
+def named_values(question: str) -> list[str]:
+    quoted = [a or b for a, b in _QUOTED.findall(question)]
+    bare = _QUOTED.sub(" ", question).strip()
+    return list(dict.fromkeys(quoted + [m.group(0) for m in _CAPITALISED.finditer(bare)]))
+
+
+def _named_before(holders: list[tuple[exp.Table, str]], value: str, question: str) -> list:
+    """The holders whose table or column the question names just before the value ("the artist
+    'Iron Maiden'", "the city of Prague"): Chinook has an album *and* an artist called Iron Maiden."""
+    before = question[: question.find(value)].lower()
+    words = {w.rstrip("s") for w in re.findall(r"[a-z]+", before)[-3:]}
+    return [(src, col) for src, col in holders if {src.name.lower(), col.lower()} & words]
+
+
+def add_missing_values(sql: str, question: str, db: Database, info: SchemaInfo, timeout_s: float) -> str:
+    """`sql` with `col = 'value'` added for each value the question names but the query never uses,
+    when exactly one text column of the query's tables holds it (the model dropped the filter)."""
+    read = DIALECTS.get(db.dialect, db.dialect)
+    try:
+        tree = sqlglot.parse_one(sql, read=read)
+    except sqlglot.errors.SqlglotError:
+        return sql
+    if not isinstance(tree, exp.Select):
+        return sql  # UNION and friends: which branch would take it is a guess
+    used = {lit.this.lower() for lit in tree.find_all(exp.Literal) if lit.is_string}
+    scope, lookup, changed = sources_of(tree), _Lookup(db, info, timeout_s), False
+    for value in named_values(question):
+        if value.lower() in used or any(value.lower() in u for u in used):
+            continue  # already filtered on (LIKE patterns included)
+        literal = exp.Literal.string(value)
+        holders = [
+            (source, name)
+            for source in scope.values()
+            if (table := _table(info, source.name))
+            for name in _text_columns(table)
+            if lookup.holds(table.name, name, literal)
+        ]
+        holders = holders if len(holders) == 1 else _named_before(holders, value, question)
+        if len(holders) == 1:
+            source, name = holders[0]
+            qualifier = source.args["alias"].this if source.alias else source.this
+            quoted = qualifier.quoted  # PostgreSQL's PascalCase names arrive quoted
+            column = exp.Column(this=exp.to_identifier(name, quoted=quoted), table=qualifier.copy())
+            tree = tree.where(exp.EQ(this=column, expression=literal), copy=False)
+            changed = True
     return tree.sql(dialect=read) if changed else sql

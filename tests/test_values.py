@@ -7,7 +7,7 @@ import sqlglot
 
 from pipeline import databases, schema
 from pipeline.execute import execute
-from pipeline.values import fix_value_columns
+from pipeline.values import add_missing_values, fix_value_columns, named_values
 from tests.pg import db_checksum
 
 
@@ -78,3 +78,47 @@ def test_hostile_literals_are_only_ever_values(db: databases.Database) -> None:
         sql = sql.replace("'placeholder'", "'" + literal.replace("'", "''") + "'")
         assert fix_value_columns(sql, db, schema.describe(db), 5) == sql
     assert db_checksum(db) == before
+
+
+@pytest.mark.parametrize(
+    ("question", "wrong", "meant"),
+    [
+        (
+            "What is the average invoice total for the USA?",
+            "SELECT AVG(Total) FROM Invoice",
+            "SELECT AVG(Total) FROM Invoice WHERE BillingCountry = 'USA'",
+        ),
+        (  # an album and an artist are both called Iron Maiden: the question says which
+            "How many albums does the artist 'Iron Maiden' have?",
+            "SELECT COUNT(*) FROM Album JOIN Artist ON Artist.ArtistId = Album.ArtistId",
+            "SELECT COUNT(*) FROM Album JOIN Artist ON Artist.ArtistId = Album.ArtistId "
+            "WHERE Artist.Name = 'Iron Maiden'",
+        ),
+    ],
+)
+def test_a_dropped_filter_is_put_back(db: databases.Database, question: str, wrong: str, meant: str) -> None:
+    wrong, meant = _q(db, wrong), _q(db, meant)
+    fixed = add_missing_values(wrong, question, db, schema.describe(db), 5)
+    assert _rows(db, fixed) == _rows(db, meant) != _rows(db, wrong)
+
+
+@pytest.mark.parametrize(
+    ("question", "sql"),
+    [
+        ("Which customers live in Brazil?", "SELECT FirstName FROM Customer WHERE Country = 'Brazil'"),
+        ("How many customers does Steve Johnson support?", "SELECT COUNT(*) FROM Customer"),  # no column
+        (
+            "Which albums have 'Greatest' in the title?",
+            "SELECT Title FROM Album WHERE Title LIKE '%Greatest%'",
+        ),
+    ],
+)
+def test_filters_there_or_unknown_are_not_added(db: databases.Database, question: str, sql: str) -> None:
+    sql = _q(db, sql)
+    assert add_missing_values(sql, question, db, schema.describe(db), 5) == sql
+
+
+def test_named_values() -> None:
+    assert named_values("How many albums does the artist 'Iron Maiden' have?") == ["Iron Maiden"]
+    assert named_values("Which customers live in the city of Prague or in the USA?") == ["Prague", "USA"]
+    assert named_values("How many tracks are there?") == []
