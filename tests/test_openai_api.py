@@ -102,7 +102,10 @@ def _metric(url: str, name: str) -> float:
 
 def test_client_disconnect_stops_generation(askdb: BentoServer) -> None:
     before = _metric(askdb.url, "askdb_stream_cancelled_total")
-    body = {"model": "local", "messages": CHAT, "max_tokens": 2000, "temperature": 0.7, "stream": True}
+    # A long greedy answer: a short sampled one ("Name one color.") could end on its own before the
+    # client leaves, and then nothing is cancelled (the cause of this test's rare failures).
+    story = [{"role": "user", "content": "Write a long story about a database, at least 1000 words."}]
+    body = {"model": "local", "messages": story, "max_tokens": 2000, "temperature": 0, "stream": True}
     with httpx.stream("POST", f"{askdb.url}/v1/chat/completions", json=body, timeout=120) as resp:
         seen = 0
         for line in resp.iter_lines():
