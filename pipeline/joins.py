@@ -24,6 +24,11 @@ def sources_of(select: exp.Select) -> dict[str, exp.Table]:
     return {t.alias_or_name.lower(): t for t in tables if isinstance(t, exp.Table)}
 
 
+def qualifier_of(table: exp.Table) -> exp.Identifier:
+    """What a column names this table by: its alias, else its name (keeping the source's quoting)."""
+    return table.args["alias"].this if table.alias else table.this
+
+
 def _columns(info: SchemaInfo) -> dict[str, set[str]]:
     return {t.name.lower(): {c.name.lower() for c in t.columns} for t in info.tables}
 
@@ -64,7 +69,7 @@ def fix_self_comparisons(sql: str, dialect: str, info: SchemaInfo) -> str:
                     if name != qualifier and col in columns.get(table.name.lower(), set())
                 ]
                 if len(others) == 1:  # keeps the source's own spelling (quoted names stay quoted)
-                    qualifier_id = others[0].args["alias"].this if others[0].alias else others[0].this
+                    qualifier_id = qualifier_of(others[0])
                     eq.left.replace(exp.Column(this=eq.left.this.copy(), table=qualifier_id.copy()))
                     changed = True
     return tree.sql(dialect=read) if changed else sql

@@ -16,7 +16,7 @@ from sqlglot import exp
 from pipeline.databases import Database
 from pipeline.execute import QueryTimeout, SQLError, execute
 from pipeline.guard import DIALECTS
-from pipeline.joins import sources_of
+from pipeline.joins import qualifier_of, sources_of
 from pipeline.schema import SchemaInfo, TableInfo
 
 _TEXT_TYPES = ("CHAR", "TEXT", "CLOB", "STRING")
@@ -95,7 +95,7 @@ def fix_value_columns(sql: str, db: Database, info: SchemaInfo, timeout_s: float
             ]
             if len(holders) == 1:
                 alias, name = holders[0]
-                qualifier = scope[alias].args["alias"].this if scope[alias].alias else scope[alias].this
+                qualifier = qualifier_of(scope[alias])
                 qualified = column.table or len(scope) > 1
                 # quoted like the model's column: PostgreSQL folds unquoted PascalCase names
                 ident = exp.to_identifier(name, quoted=column.this.quoted)
@@ -138,7 +138,7 @@ def add_missing_values(sql: str, question: str, db: Database, info: SchemaInfo, 
     used = {lit.this.lower() for lit in tree.find_all(exp.Literal) if lit.is_string}
     scope, lookup, changed = sources_of(tree), _Lookup(db, info, timeout_s), False
     for value in named_values(question):
-        if value.lower() in used or any(value.lower() in u for u in used):
+        if any(value.lower() in u for u in used):
             continue  # already filtered on (LIKE patterns included)
         literal = exp.Literal.string(value)
         holders = [
@@ -151,7 +151,7 @@ def add_missing_values(sql: str, question: str, db: Database, info: SchemaInfo, 
         holders = holders if len(holders) == 1 else _named_before(holders, value, question)
         if len(holders) == 1:
             source, name = holders[0]
-            qualifier = source.args["alias"].this if source.alias else source.this
+            qualifier = qualifier_of(source)
             quoted = qualifier.quoted  # PostgreSQL's PascalCase names arrive quoted
             column = exp.Column(this=exp.to_identifier(name, quoted=quoted), table=qualifier.copy())
             tree = tree.where(exp.EQ(this=column, expression=literal), copy=False)
