@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
+# Work still running in any process of a server: BentoML's per-endpoint gauge (API service and
+# runners, queued batch rows included) and askdb's own count of generations under way.
+BUSY = ("bentoml_service_request_in_progress", "askdb_llm_inflight_generations")
 
 
 def sample_sum(url: str, metric: str, sample: str, **labels: str) -> float:
@@ -17,3 +23,20 @@ def sample_sum(url: str, metric: str, sample: str, **labels: str) -> float:
             if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
                 total += s.value
     return total
+
+
+def wait_idle(url: str, timeout: float = 600.0) -> None:
+    """Poll /metrics until no request is in progress anywhere in the server.
+
+    Counter deltas are exact only if nothing else runs in the window: a request an earlier test
+    abandoned (a client timeout, a stopped load generator) goes on generating, and is counted when
+    it finishes. The default wait is the LLM runner's own timeout, past which such work is cut off.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = sum(sample_sum(url, name, name) for name in BUSY)
+        if busy == 0:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} still had {busy:g} requests in progress after {timeout:.0f} s")
+        time.sleep(0.2)

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from observability import metrics
+from tests.metrics_util import wait_idle
 from tests.servers import BentoServer
 
 
@@ -39,6 +40,7 @@ def total(snap: dict, name: str, **labels: str) -> float:
 
 def test_generation_metrics_count_exactly(askdb: BentoServer, client: bentoml.SyncHTTPClient) -> None:
     marker = f"zq{uuid.uuid4().hex[:10]}"  # a prompt word that must never become a label
+    wait_idle(askdb.url)  # an earlier test's abandoned generation would count in the deltas
     before = snapshot(askdb.url)
     with ThreadPoolExecutor(3) as pool:
         outs = list(pool.map(lambda n: client.generate(prompt=f"{marker} {n}", max_new_tokens=n), (2, 3, 5)))
@@ -109,6 +111,7 @@ def test_record_ask_fills_every_family() -> None:
 
 def test_streamed_generation_is_metered(askdb: BentoServer) -> None:
     """A /v1 streamed chat goes through the runner's token stream; it is counted like a batch call."""
+    wait_idle(askdb.url)
     before = snapshot(askdb.url)
     oai = openai.OpenAI(base_url=f"{askdb.url}/v1", api_key="unused", timeout=300)
     model = oai.models.list().data[0].id
