@@ -1,6 +1,6 @@
 """Adaptive batching on vs off (max_batch_size=1) for /embed and /generate, in one run.
 
-    python -m bench.batching [--concurrency 1 4 16 32] [--out bench/results]
+    python -m bench.batching [--concurrency 1 4 16 32] [--endpoints /embed /generate] [--out bench/results]
 
 Starts two real `bentoml serve service:AskDB` in turn (same machine, same code, only the runners'
 max batch size differs), drives each with closed-loop clients, prints a table, writes
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen import measure
+from runners import device
 from tests.servers import BentoServer
 
 MODES = {
@@ -50,11 +51,12 @@ def _workloads(gen_tokens: int) -> dict[str, dict[str, Any]]:
     }
 
 
-def run(concurrency: list[int], gen_tokens: int) -> list[dict[str, Any]]:
+def run(concurrency: list[int], gen_tokens: int, endpoints: list[str]) -> list[dict[str, Any]]:
     rows = []
+    workloads = {p: w for p, w in _workloads(gen_tokens).items() if p in endpoints}
     for mode, env in MODES.items():
         with BentoServer("service:AskDB", env={"BENTOML_DO_NOT_TRACK": "true", **env}) as server:
-            for path, w in _workloads(gen_tokens).items():
+            for path, w in workloads.items():
                 for c in concurrency:
                     row = measure(server.url, path, w["body"], c, c * w["per_client"], w["tokens"])
                     rows.append({"mode": mode, "endpoint": path, **row})
@@ -90,8 +92,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     endpoints = sorted({r["endpoint"] for r in rows})
-    fig, axes = plt.subplots(1, len(endpoints), figsize=(6 * len(endpoints), 4))
-    for ax, path_ in zip(axes, endpoints, strict=True):
+    fig, axes = plt.subplots(1, len(endpoints), figsize=(6 * len(endpoints), 4), squeeze=False)
+    for ax, path_ in zip(axes[0], endpoints, strict=True):
         for mode in MODES:
             pts = sorted(
                 (r["concurrency"], r["rps"]) for r in rows if r["endpoint"] == path_ and r["mode"] == mode
@@ -110,11 +112,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 32])
     parser.add_argument("--gen-tokens", type=int, default=16)
+    endpoints = ["/embed", "/generate"]
+    parser.add_argument("--endpoints", nargs="+", choices=endpoints, default=endpoints)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
-    rows = run(args.concurrency, args.gen_tokens)
+    rows = run(args.concurrency, args.gen_tokens, args.endpoints)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": platform.processor() or platform.machine(), "gen_tokens": args.gen_tokens}
+    meta = {
+        "machine": platform.processor() or platform.machine(),
+        "gen_tokens": args.gen_tokens,
+        "embed_dtype": str(device.pick("embed")[1]).removeprefix("torch."),
+    }
     (args.out / "batching.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     plot(rows, args.out / "batching.png")
     print(table(rows))

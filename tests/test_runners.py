@@ -12,8 +12,10 @@ from pathlib import Path
 import bentoml
 import httpx
 import pytest
+import torch
 
 from models.defaults import DEFAULTS
+from runners import device
 from tests.metrics_util import sample_sum, wait_idle
 from tests.servers import ROOT, BentoServer
 
@@ -153,13 +155,19 @@ def test_embedding_runner_serves_alone_any_imported_model(tmp_path: Path) -> Non
         check=True,
         capture_output=True,
     )
-    env = {"BENTOML_HOME": str(home), "ASKDB_EMBED_MODEL": "swapped-encoder:latest"}
+    # the dtype override reaches the served runner (the default on a bf16 CPU is bfloat16)
+    env = {
+        "BENTOML_HOME": str(home),
+        "ASKDB_EMBED_MODEL": "swapped-encoder:latest",
+        "ASKDB_EMBED_DTYPE": "float32",
+    }
     with (
         BentoServer("runners.embedding:Embedding", env=env) as server,
         bentoml.SyncHTTPClient(server.url) as c,
     ):
         info = c.info()
         assert info["tag"].startswith("swapped-encoder:") and info["dim"] == 384
+        assert info["dtype"] == "float32"
         [vec] = c.embed(texts=["hello"])
         assert len(vec) == 384
 
@@ -171,3 +179,16 @@ def test_llm_runner_serves_alone_with_chat_messages() -> None:
         assert "Paris" in result["text"]
         assert result["prompt_tokens"] > 10  # the chat template wrapped the message
         assert c.info()["device"] == "cpu" and c.info()["dtype"] == "float32"
+
+
+def test_cpu_dtype_per_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU: the LLM float32, the encoder bf16 only where the CPU has native bf16 matmuls;
+    ASKDB_<ROLE>_DTYPE beats ASKDB_DTYPE for its runner alone."""
+    monkeypatch.setenv("ASKDB_DEVICE", "cpu")
+    for name in ("ASKDB_DTYPE", "ASKDB_LLM_DTYPE", "ASKDB_EMBED_DTYPE"):
+        monkeypatch.delenv(name, raising=False)
+    assert device.pick("llm")[1] == torch.float32
+    assert device.pick("embed")[1] == (torch.bfloat16 if device.cpu_has_bf16() else torch.float32)
+    monkeypatch.setenv("ASKDB_DTYPE", "float16")
+    monkeypatch.setenv("ASKDB_EMBED_DTYPE", "float32")
+    assert device.pick("embed")[1] == torch.float32 and device.pick("llm")[1] == torch.float16
