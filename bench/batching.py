@@ -1,9 +1,11 @@
-"""Adaptive batching on vs off (max_batch_size=1) for /embed and /generate, in one run.
+"""Adaptive batching on vs off (max_batch_size=1) for /embed and /generate, and /generate's
+continuous scheduler, in one run.
 
     python -m bench.batching [--concurrency 1 4 16 32] [--endpoints /embed /generate] [--out bench/results]
 
-Starts two real `bentoml serve service:AskDB` in turn (same machine, same code, only the runners'
-max batch size differs), drives each with closed-loop clients, prints a table, writes
+Starts a real `bentoml serve service:AskDB` per mode in turn (same machine, same code, only the
+runners' max batch size or /generate's scheduler differs), drives each with closed-loop clients,
+prints a table, writes
 batching.json and batching.png. Absolute numbers on shared machines are noise; the ratio is the figure.
 """
 
@@ -22,7 +24,11 @@ from tests.servers import BentoServer
 MODES = {
     "batched": {},
     "unbatched": {"ASKDB_LLM_MAX_BATCH_SIZE": "1", "ASKDB_EMBED_MAX_BATCH_SIZE": "1"},
+    # /generate requests join one running decode loop (runners/config.py ASKDB_LLM_SCHEDULER)
+    "continuous": {"ASKDB_LLM_SCHEDULER": "continuous"},
 }
+BASELINE = "unbatched"
+ONLY = {"continuous": {"/generate"}}  # modes that change only some endpoints
 QUESTIONS = [
     "How many albums does each artist have?",
     "List the customers from Brazil.",
@@ -55,8 +61,12 @@ def run(concurrency: list[int], gen_tokens: int, endpoints: list[str]) -> list[d
     rows = []
     workloads = {p: w for p, w in _workloads(gen_tokens).items() if p in endpoints}
     for mode, env in MODES.items():
+        paths = [p for p in workloads if p in ONLY.get(mode, workloads)]
+        if not paths:
+            continue
         with BentoServer("service:AskDB", env={"BENTOML_DO_NOT_TRACK": "true", **env}) as server:
-            for path, w in workloads.items():
+            for path in paths:
+                w = workloads[path]
                 for c in concurrency:
                     row = measure(server.url, path, w["body"], c, c * w["per_client"], w["tokens"])
                     rows.append({"mode": mode, "endpoint": path, **row})
@@ -68,20 +78,21 @@ def run(concurrency: list[int], gen_tokens: int, endpoints: list[str]) -> list[d
 
 
 def table(rows: list[dict[str, Any]]) -> str:
+    """One line per endpoint and concurrency: each mode's req/s and p50/p95, its gain over unbatched."""
     by = {(r["mode"], r["endpoint"], r["concurrency"]): r for r in rows}
-    lines = [
-        "| endpoint | clients | batched req/s | unbatched req/s | gain | batched p50/p95 ms | "
-        "unbatched p50/p95 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for (mode, path, c), b in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][2])):
-        if mode != "batched":
-            continue
-        u = by[("unbatched", path, c)]
-        lines.append(
-            f"| {path} | {c} | {b['rps']:.1f} | {u['rps']:.1f} | {b['rps'] / u['rps']:.1f}x | "
-            f"{b['p50_ms']:.0f}/{b['p95_ms']:.0f} | {u['p50_ms']:.0f}/{u['p95_ms']:.0f} |"
-        )
+    modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
+    others = [m for m in modes if m != BASELINE]
+    head = ["endpoint", "clients"] + [f"{m} req/s" for m in modes] + [f"{m} gain" for m in others]
+    head += [f"{m} p50/p95 ms" for m in modes]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for path, c in sorted({(r["endpoint"], r["concurrency"]) for r in rows}):
+        got = {m: by.get((m, path, c)) for m in modes}
+        base = got.get(BASELINE)
+        cells = [path, str(c)]
+        cells += [f"{r['rps']:.1f}" if r else "-" for r in got.values()]
+        cells += [f"{got[m]['rps'] / base['rps']:.1f}x" if got[m] and base else "-" for m in others]
+        cells += [f"{r['p50_ms']:.0f}/{r['p95_ms']:.0f}" if r else "-" for r in got.values()]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -98,7 +109,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             pts = sorted(
                 (r["concurrency"], r["rps"]) for r in rows if r["endpoint"] == path_ and r["mode"] == mode
             )
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=mode)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=mode)
         ax.set(title=f"{path_} throughput", xlabel="concurrent clients", ylabel="requests/s", xscale="log")
         ax.grid(alpha=0.3)
         ax.legend()

@@ -29,6 +29,16 @@ ON_GPU = GPUS > 0 and os.environ.get("ASKDB_DEVICE", "auto") != "cpu"
 LLM_MAX_BATCH_SIZE = _int("ASKDB_LLM_MAX_BATCH_SIZE", 128 if ON_GPU else 16)
 # Open token streams decoded together in one step loop (runners/streaming.py); more wait their turn.
 LLM_MAX_STREAMS = _int("ASKDB_LLM_MAX_STREAMS", 32)
+# How /generate schedules its work. "batch": BentoML's adaptive batches, each run to its end by
+# `model.generate` (static cache + CUDA graphs on a GPU). A request that arrives while a batch runs
+# waits for all of it, so closed-loop clients fall into groups that take turns (docs/performance.md).
+# "continuous": each request joins the stream engine's step loop between two decode steps, and
+# leaves it when done (eager decoding; requests with a grammar still take the batch path).
+# "batch" stays the default until the GPU comparison (bench/gpu, variant "continuous") is made.
+SCHEDULERS = ("batch", "continuous")
+LLM_SCHEDULER = os.environ.get("ASKDB_LLM_SCHEDULER", "batch")
+if LLM_SCHEDULER not in SCHEDULERS:
+    raise ValueError(f"ASKDB_LLM_SCHEDULER={LLM_SCHEDULER!r}: use one of {', '.join(SCHEDULERS)}")
 LLM_MAX_LATENCY_MS = _int("ASKDB_LLM_MAX_LATENCY_MS", 300_000)
 EMBED_MAX_BATCH_SIZE = _int("ASKDB_EMBED_MAX_BATCH_SIZE", 64)
 EMBED_MAX_LATENCY_MS = _int("ASKDB_EMBED_MAX_LATENCY_MS", 10_000)

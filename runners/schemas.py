@@ -54,5 +54,6 @@ class ModelInfo(BaseModel):
     device: str
     dtype: str
     context_length: int
-    max_batch_size: int
+    max_batch_size: int  # rows decoded together at most (open streams under "continuous")
     dim: int | None = None
+    scheduler: str | None = None  # LLM runner: "batch" or "continuous" (runners/config.py)

@@ -31,6 +31,8 @@ VARIANTS: dict[str, dict[str, str]] = {
     "compiled": {"ASKDB_LLM_CACHE": "static", "ASKDB_LLM_COMPILE": "1", "ASKDB_LLM_WARMUP": "0"},
     # continuous batching (runners/streaming.py) through the /stream endpoint, room for every client
     "stream": {"ASKDB_LLM_MAX_STREAMS": "128"},
+    # /generate joining that same step loop request by request (ASKDB_LLM_SCHEDULER, runners/config.py)
+    "continuous": {"ASKDB_LLM_SCHEDULER": "continuous", "ASKDB_LLM_MAX_STREAMS": "128"},
 }
 ENDPOINT = {"stream": "stream"}  # variant -> endpoint; the rest use /generate
 
