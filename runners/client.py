@@ -1,28 +1,34 @@
 """Calling a runner from another service, safe against BentoML's keep-alive race.
 
 A runner's server (uvicorn) closes an idle keep-alive connection after 5 s; the caller's aiohttp pool
-keeps it for 15 s. A request sent on a connection the server has just closed fails with
-ServerDisconnectedError before the runner saw it, or with ClientOSError (connection reset) when the
-close races the request's bytes. Retrying once on a fresh connection is safe: every runner API only
-reads. Seen as rare 503s under light, bursty load (locust) and, for the reset, with 32 clients on a
-CPU-starved runner (batches slower than the keep-alive window, so pooled connections went stale).
-A runner that is really down fails the retry too (ClientConnectorError) and the caller answers 503.
+keeps it for 15 s. A request sent on a connection the server has just closed fails in one of several
+ways, by where the close meets it: ServerDisconnectedError before the runner saw it, ClientOSError
+(connection reset) when the close races the request's bytes, or a bare ClientConnectionError
+("Failed to send bytes into the underlying connection", "Connection lost") when the transport is
+already closing as the request is written. Retrying once on a fresh connection is safe: every runner
+API only reads. Seen as rare 503s under light, bursty load (locust), with 32 clients on a
+CPU-starved runner, and (the bare kind) on the first burst of /ask calls after a 36 s idle spell in
+CI. A runner that is really down refuses the connection (ClientConnectorError): no retry, and the
+caller answers 503 at once.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 async def call(method: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
     try:
         return await method(*args, **kwargs)
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as err:
+    except aiohttp.ClientConnectionError as err:
         if isinstance(err, aiohttp.ClientConnectorError):
             raise  # nothing listens: the runner is down, not a stale connection
+        log.info("runner call retried on a fresh connection after %s: %s", type(err).__name__, err)
         return await method(*args, **kwargs)
