@@ -30,5 +30,5 @@ async def call(method: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -
     except aiohttp.ClientConnectionError as err:
         if isinstance(err, aiohttp.ClientConnectorError):
             raise  # nothing listens: the runner is down, not a stale connection
-        log.info("runner call retried on a fresh connection after %s: %s", type(err).__name__, err)
+        log.warning("runner call retried on a fresh connection after %s: %s", type(err).__name__, err)
         return await method(*args, **kwargs)
