@@ -3,13 +3,14 @@
 A runner's server (uvicorn) closes an idle keep-alive connection after 5 s; the caller's aiohttp pool
 keeps it for 15 s. A request sent on a connection the server has just closed fails in one of several
 ways, by where the close meets it: ServerDisconnectedError before the runner saw it, ClientOSError
-(connection reset) when the close races the request's bytes, or a bare ClientConnectionError
-("Failed to send bytes into the underlying connection", "Connection lost") when the transport is
-already closing as the request is written. Retrying once on a fresh connection is safe: every runner
-API only reads. Seen as rare 503s under light, bursty load (locust), with 32 clients on a
-CPU-starved runner, and (the bare kind) on the first burst of /ask calls after a 36 s idle spell in
-CI. A runner that is really down refuses the connection (ClientConnectorError): no retry, and the
-caller answers 503 at once.
+(connection reset) when the close races the request's bytes, or a bare ClientConnectionError when
+the pooled transport or connector is already closing as the request is written ("Connector is
+closed." seen here; aiohttp also raises "Failed to send bytes into the underlying connection" and
+"Connection lost"). Retrying once on a fresh connection is safe: every runner API only reads.
+Seen as rare 503s under light, bursty load (locust), with 32 clients on a CPU-starved runner, and
+(the bare kind) as two 503s in a burst of eight /ask calls in a clean-clone test run; with this
+retry the next full run logged six retries, all recovered. A runner that is really down refuses
+the connection (ClientConnectorError): no retry, and the caller answers 503 at once.
 """
 
 from __future__ import annotations

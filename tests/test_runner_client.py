@@ -28,6 +28,7 @@ class Flaky:
 STALE = [
     aiohttp.ServerDisconnectedError(),
     aiohttp.ClientOSError(104, "Connection reset by peer"),
+    aiohttp.ClientConnectionError("Connector is closed."),
     aiohttp.ClientConnectionError("Failed to send bytes into the underlying connection"),
     aiohttp.ClientConnectionError("Connection lost: [Errno 104] Connection reset by peer"),
 ]
