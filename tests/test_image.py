@@ -1,6 +1,6 @@
 """The CPU image, built on the offline path and run with podman exactly as ENVIRONMENT.md says.
 
-Run with `make test-image` (the build takes minutes, so `make test` leaves it out; .ci/run runs both).
+Run with `make test-image` (the build takes minutes, so `make test`, and with it .ci/run, leaves it out).
 The image is built once per canary: `localhost/askdb:test-cpu`, from a copy of this tree into which
 secret-looking files are planted, with secrets in the build's environment; the last test greps the
 exported layers for them. Delete the image (deploy/image/podman.sh rmi) to force a rebuild.
