@@ -5,8 +5,8 @@ continuous scheduler, in one run.
 
 Starts a real `bentoml serve service:AskDB` per mode in turn (same machine, same code, only the
 runners' max batch size or /generate's scheduler differs), drives each with closed-loop clients,
-prints a table, writes
-batching.json and batching.png. Absolute numbers on shared machines are noise; the ratio is the figure.
+prints a table, writes batching.json and batching.png. Absolute numbers on shared machines are
+noise; the ratio is the figure.
 """
 
 from __future__ import annotations

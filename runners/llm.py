@@ -17,6 +17,8 @@ from runners.generation import Generator
 from runners.schemas import GenRequest, GenResult, ModelInfo
 from runners.streaming import StreamEngine, stream_events
 
+CONTINUOUS = config.LLM_SCHEDULER == "continuous"
+
 
 @bentoml.service(
     name="askdb-llm",
@@ -43,7 +45,7 @@ class LLM:
 
     # The scheduler is chosen when the class is defined, since BentoML reads `batchable` from the
     # decorator; either way the API takes and returns lists, so callers never see the difference.
-    if config.LLM_SCHEDULER == "continuous":
+    if CONTINUOUS:
 
         @bentoml.api
         async def generate(self, requests: list[GenRequest]) -> list[GenResult]:
@@ -91,8 +93,6 @@ class LLM:
             device=str(self.engine.device),
             dtype=str(self.engine.model.dtype).removeprefix("torch."),
             context_length=self.engine.context_length,
-            max_batch_size=config.LLM_MAX_STREAMS
-            if config.LLM_SCHEDULER == "continuous"
-            else config.LLM_MAX_BATCH_SIZE,
+            max_batch_size=config.LLM_MAX_STREAMS if CONTINUOUS else config.LLM_MAX_BATCH_SIZE,
             scheduler=config.LLM_SCHEDULER,
         )

@@ -12,17 +12,21 @@ from prometheus_client.parser import text_string_to_metric_families
 BUSY = ("bentoml_service_request_in_progress", "askdb_llm_inflight_generations")
 
 
-def sample_sum(url: str, metric: str, sample: str, **labels: str) -> float:
-    """Sum of `sample` (e.g. 'x_count') over series of `metric` whose labels include `labels`."""
+def _sums(url: str, names: tuple[str, ...], **labels: str) -> float:
+    """Sum of every sample named in `names` whose labels include `labels`, from one scrape."""
     text = httpx.get(f"{url}/metrics", timeout=30).text
     total = 0.0
     for family in text_string_to_metric_families(text):
-        if family.name != metric:
-            continue
         for s in family.samples:
-            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
+            if s.name in names and all(s.labels.get(k) == v for k, v in labels.items()):
                 total += s.value
     return total
+
+
+def sample_sum(url: str, metric: str, sample: str, **labels: str) -> float:
+    """Sum of `sample` (e.g. 'x_count') over series of `metric` whose labels include `labels`."""
+    assert sample.startswith(metric), (metric, sample)  # a family's samples carry its name
+    return _sums(url, (sample,), **labels)
 
 
 def wait_idle(url: str, timeout: float = 600.0) -> None:
@@ -34,7 +38,7 @@ def wait_idle(url: str, timeout: float = 600.0) -> None:
     """
     deadline = time.monotonic() + timeout
     while True:
-        busy = sum(sample_sum(url, name, name) for name in BUSY)
+        busy = _sums(url, BUSY)
         if busy == 0:
             return
         if time.monotonic() > deadline:
