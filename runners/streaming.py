@@ -34,7 +34,7 @@ cancelled_streams = Counter("askdb_stream_cancelled", "Streams stopped early bec
 
 
 class StreamEvent(BaseModel):
-    """One streamed piece: text delta; the last event has finish_reason and the token counts."""
+    """One streamed piece: a text delta and the token counts so far; the last has finish_reason."""
 
     text: str = ""
     finish_reason: str | None = None  # "stop" | "length" | "error" on the last event
@@ -257,7 +257,14 @@ class StreamEngine:
             if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
                 end = min(end, len(text) - 1)
             if end > seq.sent:
-                seq.emit(StreamEvent(text=text[seq.sent : end]))
+                # counts on every event: a consumer that stops early still knows what was generated
+                seq.emit(
+                    StreamEvent(
+                        text=text[seq.sent : end],
+                        prompt_tokens=len(seq.prompt),
+                        completion_tokens=len(seq.generated),
+                    )
+                )
                 seq.sent = end
             return False
         seq.emit(
