@@ -44,7 +44,7 @@ lint: install
 
 bench: setup
 	$(BIN)/python -m bench.batching
-	$(BIN)/python -m bench.streaming
+	$(BIN)/python -m bench.peer
 
 # Execution accuracy of /ask on eval/testset against a running service (eval/README.md).
 EVAL_URL ?= http://127.0.0.1:$(PORT)

@@ -27,6 +27,8 @@ from pipeline.chain import AskOptions
 from pipeline.schema import describe
 from providers import UnknownModel, router
 from runners import client as runner_client
+from runners.client import GenerationRejected, RunnerBusy
+from runners.disconnect import CancelOnDisconnect
 from runners.embedding import Embedding
 from runners.llm import LLM
 from runners.schemas import GenRequest
@@ -77,11 +79,12 @@ class AskDB:
         """One generation through the LLM runner's batch queue; per-request errors become 400s."""
         # The tag lookup runs alongside, not after: on SIGTERM BentoML stops the runner with this worker,
         # and a stopping runner refuses new calls, so a later one would 503 a request already in flight.
-        [result], tag = await asyncio.gather(
-            runner_client.call(self.llm.to_async.generate, [request]), self.llm_tag()
-        )
+        result, tag = await asyncio.gather(runner_client.generate(self.llm, request), self.llm_tag())
         if result.finish_reason == "error":
-            raise InvalidArgument(result.error or "generation request rejected")
+            try:
+                runner_client.raise_for(result.code, result.error)
+            except GenerationRejected as err:
+                raise InvalidArgument(str(err)) from None
         usage = Usage(
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
@@ -109,6 +112,8 @@ class AskDB:
             )
         except RUNNER_DOWN as err:  # the runner process died or is restarting
             return unavailable("the LLM runner (askdb-llm)", err)
+        except RunnerBusy:  # every slot taken and the queue full: come back shortly
+            return unavailable("the LLM runner (askdb-llm)", state="at capacity")
 
     @bentoml.api
     async def embed(self, texts: Texts) -> EmbedResponse:
@@ -186,5 +191,7 @@ class AskDB:
         return content + await obs.runner_up_text({"askdb-llm": self.llm, "askdb-embedding": self.embedder})
 
 
+# A client that leaves cancels its request, down to the LLM runner's row (runners/disconnect.py).
+AskDB.add_asgi_middleware(CancelOnDisconnect)
 # API keys, per-key rate limits and databases, body size: in front of every route (api/access.py).
 AskDB.add_asgi_middleware(AccessMiddleware)

@@ -16,9 +16,11 @@ RUNNER_DOWN: tuple[type[BaseException], ...] = (aiohttp.ClientError, ConnectionE
 RETRY_AFTER_S = 5
 
 
-def unavailable(dependency: str, err: BaseException | None = None) -> JSONResponse:
+def unavailable(
+    dependency: str, err: BaseException | None = None, state: str = "unavailable"
+) -> JSONResponse:
     reason = f" ({type(err).__name__})" if err is not None else ""
-    message = f"{dependency} is unavailable{reason}; retry shortly"
+    message = f"{dependency} is {state}{reason}; retry shortly"
     return JSONResponse(
         {"error": {"type": "unavailable", "message": message}},
         status_code=503,

@@ -20,10 +20,10 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from api import openai_errors as errors
 from api.openai_schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Message
 from api.openai_sse import chat_stream, completion_stream
-from pipeline.llm import GenerationRejected
 from providers import LOCAL, PROVIDER_KEY, chat_model, router
 from providers.local import local_tag
 from runners import client as runner_client
+from runners.client import GenerationRejected, RunnerBusy
 from runners.schemas import GenRequest
 
 PROVIDER_HEADER = "x-askdb-provider"
@@ -98,7 +98,7 @@ async def chat_completions(body: ChatCompletionRequest) -> JSONResponse | Stream
             first = await anext(chunks)  # fail before the 200 is sent, so errors keep their status
         except StopAsyncIteration:
             first = AIMessage(content="")
-        except GenerationRejected:
+        except (GenerationRejected, RunnerBusy):
             raise
         except Exception as exc:
             return errors.upstream(exc, body.model or router().config.default)
@@ -108,7 +108,7 @@ async def chat_completions(body: ChatCompletionRequest) -> JSONResponse | Stream
         return StreamingResponse(sse, media_type="text/event-stream", headers={PROVIDER_HEADER: provider})
     try:
         answer = await model.ainvoke(messages, **params)
-    except GenerationRejected:
+    except (GenerationRejected, RunnerBusy):
         raise
     except Exception as exc:
         return errors.upstream(exc, body.model or router().config.default)
@@ -162,9 +162,9 @@ async def completions(body: CompletionRequest) -> JSONResponse | StreamingRespon
         sse = completion_stream(_service().llm, job, cid, created, tag, body.include_usage())
         first = await anext(sse)  # a rejected prompt is a 400, not a broken stream
         return StreamingResponse(_prepend(first, sse), media_type="text/event-stream", headers=headers)
-    [result] = await runner_client.call(_service().llm.to_async.generate, [job])
+    result = await runner_client.generate(_service().llm, job)
     if result.finish_reason == "error":
-        raise GenerationRejected(result.error or "prompt rejected")
+        runner_client.raise_for(result.code, result.error)
     reply = {
         "id": cid,
         "object": "text_completion",

@@ -18,8 +18,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pipeline.llm import GenerationRejected
+from api.dependency import RETRY_AFTER_S
 from providers import UnknownModel
+from runners.client import GenerationRejected, RunnerBusy
 
 log = logging.getLogger("askdb.openai")
 
@@ -118,6 +119,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(GenerationRejected)
     async def _rejected(request: Request, exc: GenerationRejected) -> JSONResponse:
         return respond(400, str(exc), "messages", "context_length_exceeded")
+
+    @app.exception_handler(RunnerBusy)
+    async def _busy(request: Request, exc: RunnerBusy) -> JSONResponse:
+        headers = {"retry-after": str(RETRY_AFTER_S)}
+        return respond(503, f"{exc}; retry shortly", code="engine_overloaded", headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

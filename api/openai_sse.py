@@ -15,6 +15,7 @@ from langchain_core.messages import BaseMessage
 
 from api.openai_errors import error_body
 from providers.local import runner_events
+from runners import client as runner_client
 from runners.schemas import GenRequest
 
 log = logging.getLogger("askdb.openai")
@@ -86,15 +87,13 @@ async def completion_stream(
     runner: Any, job: GenRequest, cid: str, created: int, model: str, include_usage: bool
 ) -> AsyncIterator[str]:
     """Text-completion chunks straight from the runner's stream (no chat template)."""
-    from pipeline.llm import GenerationRejected
-
     base = {"id": cid, "object": "text_completion", "created": created, "model": model}
     events = runner_events(runner, job)
     try:
         async for event in events:
             reason = event.get("finish_reason")
             if reason == "error":
-                raise GenerationRejected(event.get("error") or "prompt rejected")
+                runner_client.raise_for(event.get("code"), event.get("error"))
             choice = {"index": 0, "text": event.get("text", ""), "finish_reason": reason, "logprobs": None}
             yield sse({**base, "choices": [choice]})
             if reason is not None and include_usage:

@@ -16,8 +16,8 @@ from pipeline.chain import build_chain
 from pipeline.embeddings import RunnerEmbeddings
 from pipeline.llm import RunnerChatModel
 from pipeline.repair import AskFailed
+from runners import engine as llm_engine
 from runners.embedding_engine import Embedder
-from runners.generation import Generator
 
 
 class Engine:
@@ -27,14 +27,14 @@ class Engine:
         self.engine = engine
 
     def generate(self, requests: list) -> list:
-        return self.engine.generate(requests)
+        return self.engine.run(requests)
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         return self.engine.embed(texts)
 
 
 def run(tag: str, *, label: str, options: dict, ids: list[str] | None, db: str = "chinook") -> dict:
-    llm = RunnerChatModel(runner=Engine(Generator.load(bentoml.models.get(tag).path)), model_name=tag)
+    llm = RunnerChatModel(runner=Engine(llm_engine.load(bentoml.models.get(tag).path)), model_name=tag)
     emb = RunnerEmbeddings(Engine(Embedder.load(bentoml.models.get(DEFAULT_EMBED_TAG).path)))
     chain = build_chain(llm, emb)
     database = databases.get(db)

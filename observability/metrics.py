@@ -15,7 +15,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 OUTCOMES = ("ok", "refused", "sql_error", "timeout", "unanswerable", "error")
 STAGES = ("schema", "generate", "execute", "answer")
-FINISH_REASONS = ("stop", "length", "error")
+FINISH_REASONS = ("stop", "length", "error", "cancelled")
 LOCAL_PROVIDER = "bentoml"  # generations served by askdb's own LLM runner
 
 # Generation latencies on CPU run to minutes, on GPU to milliseconds: one wide exponential ladder.
@@ -43,7 +43,7 @@ time_per_output_token = Histogram(
 )
 queue_wait = Histogram(
     "askdb_llm_queue_wait_seconds",
-    "Time a request waited for the batcher before its batch started",
+    "From arrival to getting an engine slot (waiting while every slot was busy)",
     ["model", "provider"],
     buckets=_SECONDS,
 )
@@ -52,6 +52,18 @@ inflight = Gauge(
     "Generations running right now",
     ["model", "provider"],
     multiprocess_mode="livesum",  # dead workers drop out instead of freezing their last value
+)
+
+# The LLM engine (runners/engine.py): slots in use, requests waiting for one, and refusals.
+engine_rows = Gauge("askdb_llm_rows_running", "Requests holding an engine slot", multiprocess_mode="livesum")
+engine_waiting = Gauge(
+    "askdb_llm_queue_depth", "Requests waiting for an engine slot", multiprocess_mode="livesum"
+)
+engine_rejected = Counter("askdb_llm_rejected", "Requests refused by the engine", ["reason"])
+engine_cancelled = Counter("askdb_llm_cancelled", "Requests whose client left before the end")
+engine_steps = Counter("askdb_llm_decode_steps", "Decode steps run (each serves every decoding row)")
+engine_step_rows = Histogram(
+    "askdb_llm_step_rows", "Rows decoded together per step", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
 )
 
 ask_requests = Counter("askdb_ask_requests", "Text-to-SQL requests by outcome", ["outcome", "model"])

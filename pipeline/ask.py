@@ -26,6 +26,7 @@ from pipeline.embeddings import RunnerEmbeddings
 from pipeline.llm import GenerationRejected, RunnerChatModel
 from pipeline.repair import AskFailed
 from providers import chat_model
+from runners.client import RunnerBusy
 
 MAX_QUESTION_CHARS = int(os.environ.get("ASKDB_MAX_QUESTION_CHARS", 1000))
 MAX_ROWS = int(os.environ.get("ASKDB_MAX_ROWS", 1000))
@@ -63,7 +64,9 @@ class AskResponse(BaseModel):
 
 
 def error_response(kind: str, message: str, sql: str | None = None, status: int = 422) -> JSONResponse:
-    return JSONResponse({"error": {"type": kind, "message": message, "sql": sql}}, status_code=status)
+    headers = {"retry-after": "5"} if status == 503 else None  # a dependency down or busy: come back
+    body = {"error": {"type": kind, "message": message, "sql": sql}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def is_local(model: str | None, tag: str) -> bool:
@@ -151,6 +154,9 @@ class Asker:
             return error_response(
                 "unavailable", f"the model runners could not answer: {err.message}", None, 503
             )
+        except RunnerBusy as err:  # every engine slot taken and its queue full: retry shortly
+            observation.finish("error", error="RunnerBusy", model=tag)
+            return error_response("unavailable", f"{err}; retry shortly", None, 503)
         except GenerationRejected as err:  # e.g. the schema and examples do not fit the context
             observation.finish("unanswerable", error=str(err), model=tag)
             return error_response("unanswerable", f"the model could not take this question: {err}")

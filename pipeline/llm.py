@@ -17,13 +17,12 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, Field
 
 from runners import client as runner_client
+from runners.client import GenerationRejected
 from runners.schemas import ChatMessage, GenRequest, GenResult
 
+__all__ = ["GenerationRejected", "RunnerChatModel", "to_chat_messages"]
+
 _ROLES = {"system": "system", "human": "user", "ai": "assistant"}
-
-
-class GenerationRejected(ValueError):
-    """The runner refused this one request (e.g. the prompt does not fit the model's context)."""
 
 
 def to_chat_messages(messages: list[BaseMessage]) -> list[ChatMessage]:
@@ -76,7 +75,7 @@ class RunnerChatModel(BaseChatModel):
 
     def _chat_result(self, result: GenResult) -> ChatResult:
         if result.finish_reason == "error":
-            raise GenerationRejected(result.error or "the LLM runner rejected the request")
+            runner_client.raise_for(result.code, result.error)
         usage = {
             "input_tokens": result.prompt_tokens,
             "output_tokens": result.completion_tokens,
@@ -111,7 +110,7 @@ class RunnerChatModel(BaseChatModel):
     ) -> ChatResult:
         request = self._request(messages, stop, **kwargs)
         if hasattr(self.runner, "to_async"):
-            raw = await runner_client.call(self.runner.to_async.generate, [request])
+            return self._chat_result(await runner_client.generate(self.runner, request))
         elif self.async_runner is not None:
             raw = await self.async_runner.generate(requests=[request])
         else:

@@ -17,26 +17,30 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 
-from pipeline.llm import GenerationRejected, RunnerChatModel
+from pipeline.llm import RunnerChatModel
 from runners import client as runner_client
 from runners.schemas import GenRequest
 
 
-async def runner_events(runner: Any, job: Any) -> AsyncIterator[dict]:
-    """StreamEvent dicts from the LLM runner; closing this iterator closes the HTTP stream, which
-    cancels the generation in the runner."""
+async def runner_events(runner: Any, job: GenRequest) -> AsyncIterator[dict]:
+    """StreamEvent dicts from the LLM runner. Closing this iterator before the last event (the
+    client left) closes the HTTP stream and tells the runner to free the row at once."""
     stream = runner.to_async.stream(job=job)
     if inspect.isawaitable(stream):
         stream = await stream
-    buffer = ""
+    buffer, finished = "", False
     try:
         async for piece in stream:  # HTTP chunks do not follow event boundaries
             buffer += piece.decode() if isinstance(piece, bytes) else str(piece)
             *lines, buffer = buffer.split("\n")
             for line in lines:
                 if line.strip():
-                    yield json.loads(line)
+                    event = json.loads(line)
+                    finished = event.get("finish_reason") is not None
+                    yield event
     finally:
+        if not finished:
+            runner_client.cancel_later(runner, [job.id])
         await stream.aclose()
 
 
@@ -61,7 +65,7 @@ class LocalChatModel(RunnerChatModel):
             async for event in events:
                 reason = event.get("finish_reason")
                 if reason == "error":
-                    raise GenerationRejected(event.get("error") or "the LLM runner rejected the request")
+                    runner_client.raise_for(event.get("code"), event.get("error"))
                 chunk = AIMessageChunk(content=event.get("text", ""))
                 if reason is not None:
                     p, c = event.get("prompt_tokens", 0), event.get("completion_tokens", 0)

@@ -22,28 +22,27 @@ EMBED_MODEL = os.environ.get("ASKDB_EMBED_MODEL", DEFAULT_EMBED_TAG)
 GPUS = device.gpu_count()
 ON_GPU = GPUS > 0 and os.environ.get("ASKDB_DEVICE", "auto") != "cpu"
 
-# Generation takes seconds, so the batcher may hold a request a while to fill a batch; 16 rows keep
-# a 2-core CPU busy without stretching one call past the request timeout. On a GPU a decode step
-# costs about the same for 1 row as for 128 (H100, docs/performance.md: 1B shape in-process
-# 259 tok/s at 1 row, 10.3k at 64, 14.6k at 128), so the largest measured batch wins.
-LLM_MAX_BATCH_SIZE = _int("ASKDB_LLM_MAX_BATCH_SIZE", 128 if ON_GPU else 16)
-# Open token streams decoded together in one step loop (runners/streaming.py); more wait their turn.
-LLM_MAX_STREAMS = _int("ASKDB_LLM_MAX_STREAMS", 32)
-# How /generate schedules its work. "batch": BentoML's adaptive batches, each run to its end by
-# `model.generate` (static cache + CUDA graphs on a GPU). A request that arrives while a batch runs
-# waits for all of it, so closed-loop clients fall into groups that take turns (docs/performance.md).
-# "continuous": each request joins the stream engine's step loop between two decode steps, and
-# leaves it when done (eager decoding; requests with a grammar still take the batch path).
-# "batch" stays the default until the GPU comparison (bench/gpu, variant "continuous") is made.
-SCHEDULERS = ("batch", "continuous")
-LLM_SCHEDULER = os.environ.get("ASKDB_LLM_SCHEDULER", "batch")
-if LLM_SCHEDULER not in SCHEDULERS:
-    raise ValueError(f"ASKDB_LLM_SCHEDULER={LLM_SCHEDULER!r}: use one of {', '.join(SCHEDULERS)}")
-LLM_MAX_LATENCY_MS = _int("ASKDB_LLM_MAX_LATENCY_MS", 300_000)
+# The LLM engine (runners/engine.py). Slots: requests decoded together, each with its own row of
+# the KV cache. On a GPU a decode step costs about the same for 1 row as for 128 (memory-bound:
+# docs/performance.md), so many; on 2 CPU cores 16 keep them busy without stretching each step.
+LLM_SLOTS = _int("ASKDB_LLM_SLOTS", 128 if ON_GPU else 16)
+# Positions per slot (prompt + new tokens), capped by the model's own context. A GPU allocates
+# slots x context up front (bf16 1B Llama: 32 KiB a position, 128 x 4096 = 16 GiB); a CPU maps it
+# and pays only for positions written, so it can offer the model's whole context.
+LLM_MAX_CONTEXT = _int("ASKDB_LLM_MAX_CONTEXT", 4096 if ON_GPU else 8192)
+# Prompt tokens prefilled per iteration, between two decode steps: the most a long prompt may stall
+# running rows. A CPU prefills ~1k tokens/s for SmolLM2 on 2 cores, so 256 is a quarter second.
+LLM_PREFILL_CHUNK = _int("ASKDB_LLM_PREFILL_CHUNK", 2048 if ON_GPU else 256)
+# Requests waiting for a slot; past this the runner refuses at once (503 with Retry-After).
+LLM_MAX_WAITING = _int("ASKDB_LLM_MAX_WAITING", 512)
+# CUDA graphs for the decode step (one per slot and key-length bucket); no effect on a CPU.
+LLM_GRAPHS = os.environ.get("ASKDB_LLM_GRAPHS", "1") == "1"
+# Key lengths whose graphs are captured before the runner reports ready (longer ones on first use).
+LLM_WARM_CONTEXT = _int("ASKDB_LLM_WARM_CONTEXT", 1024)
 EMBED_MAX_BATCH_SIZE = _int("ASKDB_EMBED_MAX_BATCH_SIZE", 64)
 EMBED_MAX_LATENCY_MS = _int("ASKDB_EMBED_MAX_LATENCY_MS", 10_000)
 
-# LLM calls are long: BentoML's 60 s default would cut off a busy batch.
+# LLM calls are long: BentoML's 60 s default would cut off a long generation.
 LLM_TIMEOUT_S = _int("ASKDB_LLM_TIMEOUT_S", 600)
 EMBED_TIMEOUT_S = _int("ASKDB_EMBED_TIMEOUT_S", 60)
 # GPU placement (check a plan with `python -m bench.gpu.placement --gpus N`). BentoML hands GPUs to
@@ -55,21 +54,6 @@ EMBED_RESOURCES = {"gpu": EMBED_GPUS} if EMBED_GPUS else {}  # BentoML refuses {
 LLM_GPUS = _int("ASKDB_LLM_GPUS", max(1, GPUS - EMBED_GPUS))
 LLM_WORKERS = _int("ASKDB_LLM_WORKERS", LLM_GPUS if ON_GPU else 1)
 WORKERS = _int("ASKDB_RUNNER_WORKERS", 1)  # embedding runner workers
-
-# KV cache: "dynamic" (grows per step) or "static" (preallocated; needed for compile / CUDA graphs).
-# Eager decoding on a GPU is bound by kernel launches (~31 ms a step for SmolLM2's 30 layers on an
-# H100 at any batch size); torch.compile with CUDA graphs over a static cache made the 1B shape 4.4x
-# faster served at 1 client and 5.7x at 64 (docs/performance.md). A static cache alone, without
-# compile, measured slower than dynamic (padding), so the two go together. Off on CPUs: unmeasured.
-LLM_CACHE = os.environ.get("ASKDB_LLM_CACHE", "static" if ON_GPU else "dynamic")
-LLM_COMPILE = os.environ.get("ASKDB_LLM_COMPILE", "1" if ON_GPU else "0") == "1"
-# A cold compile costs on the order of a minute per batch bucket on the H100, so the runner compiles
-# every bucket before it reports ready; ASKDB_LLM_WARMUP=0 trades that for slow first requests.
-LLM_WARMUP = os.environ.get("ASKDB_LLM_WARMUP", "1") == "1"
-# Static-cache buckets: prompt widths rounded up to 64 tokens, cache lengths to 256, so one compiled
-# graph serves many request shapes.
-LLM_PAD_MULTIPLE = _int("ASKDB_LLM_PAD_MULTIPLE", 64)
-LLM_CACHE_MULTIPLE = _int("ASKDB_LLM_CACHE_MULTIPLE", 256)
 
 
 def batching(max_batch_size: int, max_latency_ms: int) -> dict[str, object]:

@@ -1,10 +1,10 @@
-"""Grammar-constrained decoding with llguidance: per-row token masks inside a batched `generate`.
+"""Grammar-constrained decoding with llguidance: per-row token masks in the engine's decode loop.
 
 A request may carry `grammar` (a Lark grammar in llguidance's syntax, e.g. pipeline/grammar.py's SQL
-grammar). Its row gets the grammar's token mask at every step, before sampling, and its matcher
-consumes the token chosen; rows without a grammar are untouched. When the grammar is complete the
-mask leaves only EOS, so the row ends. A grammar compiles once per distinct text (LRU cache): each
-row then starts from a copy of the compiled matcher.
+grammar). Its row gets the grammar's token bitmask before every sample (runners/sampling.py applies
+it on the device) and its matcher consumes the token chosen; rows without a grammar are untouched.
+When the grammar is complete the mask leaves only EOS, so the row ends. A grammar compiles once per
+distinct text (LRU cache): each row then starts from a copy of the compiled matcher.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from typing import Any
 
 import llguidance
 import llguidance.hf
+import llguidance.torch
 import torch
-from transformers import LogitsProcessor
 
-MAX_GRAMMAR_CHARS = 200_000  # GenRequest's limit; a SQL grammar for a 100-table schema is ~60 kB
 CACHE_SIZE = 32
 # error messages must not echo the whole grammar (llguidance appends it by default)
 _LIMITS = llguidance.LLParserLimits(verbose_errors=False)
@@ -27,8 +26,11 @@ _LIMITS = llguidance.LLParserLimits(verbose_errors=False)
 class Constraints:
     """Compiles grammars for one tokenizer; built lazily, once per Generator."""
 
-    def __init__(self, tokenizer: Any, eos_ids: set[int]) -> None:
-        self.tokenizer = llguidance.hf.from_tokenizer(tokenizer, eos_token=sorted(eos_ids))
+    def __init__(self, tokenizer: Any, eos_ids: set[int], vocab_size: int | None = None) -> None:
+        # n_vocab: the logits' width, so masks line up with them even where the table is padded
+        self.tokenizer = llguidance.hf.from_tokenizer(
+            tokenizer, n_vocab=vocab_size, eos_token=sorted(eos_ids)
+        )
         self._compiled: OrderedDict[str, llguidance.LLMatcher | str] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -69,26 +71,6 @@ class Constraints:
         return matcher.consume_tokens(tokens) and matcher.is_accepting()
 
 
-class RowGrammar(LogitsProcessor):
-    """Masks the logits of constrained rows; must run before any sampling or temperature step."""
-
-    def __init__(self, matchers: list[llguidance.LLMatcher | None], prompt_width: int) -> None:
-        self.matchers = matchers
-        self.prompt_width = prompt_width
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        started = input_ids.shape[1] > self.prompt_width
-        for row, matcher in enumerate(self.matchers):
-            if matcher is None:
-                continue
-            # a finished row keeps receiving pad tokens; its matcher has stopped and ignores them
-            if started and not matcher.is_stopped():
-                matcher.consume_token(int(input_ids[row, -1]))
-            if matcher.is_error():
-                continue  # only after the row ended on a stop string the grammar did not expect
-            allowed = torch.frombuffer(bytearray(matcher.compute_logit_bias()), dtype=torch.uint8)
-            n = min(allowed.numel(), scores.shape[1])
-            blocked = torch.ones(scores.shape[1], dtype=torch.bool, device=scores.device)
-            blocked[:n] = allowed[:n].to(scores.device) == 0
-            scores[row] = scores[row].masked_fill(blocked, float("-inf"))
-        return scores
+def fill_mask(matcher: llguidance.LLMatcher, bitmask: torch.Tensor, row: int) -> None:
+    """The tokens `matcher` allows next, as bits in row `row` of a CPU int32 bitmask."""
+    llguidance.torch.fill_next_token_bitmask(matcher, bitmask, row)

@@ -1,23 +1,26 @@
-"""The LLM runner: one stored causal LM behind a batchable BentoML API.
+"""The LLM runner: one stored causal LM behind askdb's engine (runners/engine.py).
 
-Serve alone with `bentoml serve runners.llm:LLM`; the model tag is ASKDB_LLM_MODEL, and
-ASKDB_LLM_SCHEDULER picks how /generate shares the model (runners/config.py).
+Serve alone with `bentoml serve runners.llm:LLM`; the model tag is ASKDB_LLM_MODEL and the engine's
+tunables are in runners/config.py. Every entry point (`generate`, `stream`) joins the same
+continuous-batching loop; `cancel` frees the rows of requests whose clients left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncGenerator
 
 import bentoml
 
-from observability.llm_meter import BatchMeter, metered_stream
 from runners import config
-from runners.generation import Generator
+from runners.engine import Engine, events_json
+from runners.model import LoadedModel
+from runners.sampling import Variant
 from runners.schemas import GenRequest, GenResult, ModelInfo
-from runners.streaming import StreamEngine, stream_events
 
-CONTINUOUS = config.LLM_SCHEDULER == "continuous"
+log = logging.getLogger("bentoml.askdb.llm")
 
 
 @bentoml.service(
@@ -31,68 +34,57 @@ class LLM:
     model = bentoml.models.BentoModel(config.LLM_MODEL)
 
     def __init__(self) -> None:
-        self.engine = Generator.load(self.model.path)
+        started = time.perf_counter()
+        self.lm = LoadedModel.load(self.model.path)
         self.meta = self.model.info.metadata
-        self.streams = StreamEngine(self.engine, max_streams=config.LLM_MAX_STREAMS)
         self.tag = str(self.model.tag)  # the `model` label of askdb_llm_* metrics
-        self._batch_lock = asyncio.Lock()
+        self.engine = Engine(
+            self.lm,
+            slots=config.LLM_SLOTS,
+            context=config.LLM_MAX_CONTEXT,
+            prefill_chunk=config.LLM_PREFILL_CHUNK,
+            max_waiting=config.LLM_MAX_WAITING,
+            graphs=config.LLM_GRAPHS,
+            tag=self.tag,
+        )
+        graphs = self.engine.step.warm(config.LLM_WARM_CONTEXT, [Variant(), Variant(sample=True)])
+        log.info(
+            "LLM engine ready in %.1f s: %d slots x %d positions on %s, %d decode graphs (%.1f s capturing)",
+            time.perf_counter() - started,
+            self.engine.slots,
+            self.engine.context,
+            self.lm.device,
+            graphs,
+            self.engine.step.captured_s,
+        )
 
-    def _batch(self, requests: list[GenRequest]) -> list[GenResult]:
-        with BatchMeter(self.tag, requests) as meter:
-            results = self.engine.generate(requests, hooks=[meter])
-            meter.finish(results)
-        return results
-
-    # The scheduler is chosen when the class is defined, since BentoML reads `batchable` from the
-    # decorator; either way the API takes and returns lists, so callers never see the difference.
-    if CONTINUOUS:
-
-        @bentoml.api
-        async def generate(self, requests: list[GenRequest]) -> list[GenResult]:
-            """Each request joins the running decode loop (runners/streaming.py) on its own."""
-            return list(await asyncio.gather(*(self._join_loop(r) for r in requests)))
-
-    else:
-
-        @bentoml.api(**config.batching(config.LLM_MAX_BATCH_SIZE, config.LLM_MAX_LATENCY_MS))
-        def generate(self, requests: list[GenRequest]) -> list[GenResult]:
-            return self._batch(requests)
-
-    async def _join_loop(self, req: GenRequest) -> GenResult:
-        if req.grammar is not None:
-            # the step loop has no grammar masks; one batch-path call at a time, as under "batch"
-            async with self._batch_lock:
-                [result] = await asyncio.to_thread(self._batch, [req])
-            return result
-        text: list[str] = []
-        async for event in metered_stream(stream_events(self.streams, req), self.tag, req):
-            text.append(event.text)
-            if event.finish_reason is not None:
-                return GenResult(
-                    text="".join(text),
-                    finish_reason=event.finish_reason,  # type: ignore[arg-type]
-                    prompt_tokens=event.prompt_tokens,
-                    completion_tokens=event.completion_tokens,
-                    error=event.error,
-                )
-        raise RuntimeError("the stream ended without a final event")
+    @bentoml.api
+    async def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        """Each request joins the running decode loop on its own; one result per request."""
+        return list(await asyncio.gather(*(self.engine.generate(r) for r in requests)))
 
     @bentoml.api
     async def stream(self, job: GenRequest) -> AsyncGenerator[str, None]:
-        """Newline-delimited StreamEvent JSON as tokens are produced (continuous batching, see
-        runners/streaming.py); the client closing the response cancels the generation."""
-        async for event in metered_stream(stream_events(self.streams, job), self.tag, job):
-            yield event.model_dump_json(exclude_defaults=True) + "\n"
+        """Newline-delimited StreamEvent JSON as tokens are produced; every event carries the token
+        counts so far. Closing the response (or `cancel`) frees the row at the next step."""
+        async for line in events_json(self.engine, job):
+            yield line
+
+    @bentoml.api
+    def cancel(self, ids: list[str]) -> int:
+        """Stop these requests (their clients left); returns how many were still queued or running."""
+        return self.engine.cancel(ids)
 
     @bentoml.api
     def info(self) -> ModelInfo:
         return ModelInfo(
-            tag=str(self.model.tag),
+            tag=self.tag,
             task="text-generation",
             architecture=str(self.meta.get("architecture", "")),
-            device=str(self.engine.device),
-            dtype=str(self.engine.model.dtype).removeprefix("torch."),
-            context_length=self.engine.context_length,
-            max_batch_size=config.LLM_MAX_STREAMS if CONTINUOUS else config.LLM_MAX_BATCH_SIZE,
-            scheduler=config.LLM_SCHEDULER,
+            device=str(self.lm.device),
+            dtype=str(self.lm.dtype).removeprefix("torch."),
+            context_length=self.engine.context,
+            max_batch_size=self.engine.slots,
+            scheduler="continuous",
+            max_context=self.engine.context,
         )

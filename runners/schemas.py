@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -28,8 +29,12 @@ class GenRequest(BaseModel):
     ignore_eos: bool = False  # benchmarks: generate exactly max_new_tokens
     # Lark grammar (llguidance syntax) the reply must follow; an invalid one fails this request only
     grammar: str | None = Field(None, max_length=200_000)
+    # log-probabilities of each generated token, and of this many most likely alternatives (0-20)
+    logprobs: int | None = Field(None, ge=0, le=20)
     # set where the request is made (client clock), so the runner can measure queue wait
     submitted_at: float | None = Field(default_factory=time.time)
+    # names the row for `cancel` (a client that left); made by the caller, unique per request
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex, max_length=64)
 
     @field_validator("temperature")
     @classmethod
@@ -39,12 +44,37 @@ class GenRequest(BaseModel):
         return 0.0 if value < MIN_TEMPERATURE else value
 
 
+FinishReason = Literal["stop", "length", "error", "cancelled"]
+# Why a request failed, for the caller to pick the status: invalid (400), queue_full (503 + Retry-After)
+ErrorCode = Literal["invalid", "queue_full", "internal"]
+
+
+class TokenLogprob(BaseModel):
+    token: str  # the token's text as the tokenizer decodes it alone
+    logprob: float
+    top: list[tuple[str, float]] = Field(default_factory=list)  # most likely alternatives, best first
+
+
+class StreamEvent(BaseModel):
+    """One streamed piece: a text delta and the token counts so far; the last has finish_reason."""
+
+    text: str = ""
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+    code: ErrorCode | None = None
+    logprobs: list[TokenLogprob] | None = None  # for the tokens behind this delta, when asked
+
+
 class GenResult(BaseModel):
     text: str
-    finish_reason: Literal["stop", "length", "error"]
+    finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
     error: str | None = None  # set, with finish_reason "error", when this request alone was rejected
+    code: ErrorCode | None = None
+    logprobs: list[TokenLogprob] | None = None
 
 
 class ModelInfo(BaseModel):
@@ -54,6 +84,7 @@ class ModelInfo(BaseModel):
     device: str
     dtype: str
     context_length: int
-    max_batch_size: int  # rows decoded together at most (open streams under "continuous")
+    max_batch_size: int  # rows decoded together at most (the LLM runner's slots)
     dim: int | None = None
-    scheduler: str | None = None  # LLM runner: "batch" or "continuous" (runners/config.py)
+    scheduler: str | None = None  # LLM runner: "continuous" (one engine, runners/engine.py)
+    max_context: int | None = None  # LLM runner: positions per slot (prompt + new tokens)

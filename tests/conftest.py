@@ -13,8 +13,7 @@ from tests.guarded import guarded  # noqa: F401  (session fixture: AskDB with AP
 from tests.pg import PostgresServer
 from tests.servers import BentoServer
 
-# A short batching window makes concurrent test calls share model calls without slowing singles.
-TEST_ENV = {"ASKDB_LLM_MAX_BATCH_SIZE": "16", "BENTOML_DO_NOT_TRACK": "true"}
+TEST_ENV = {"BENTOML_DO_NOT_TRACK": "true"}
 # providers for the OpenAI/provider tests (tests/fake_provider.py): down until those tests start them
 TEST_ENV.update(PROVIDER_ENV)
 

@@ -13,13 +13,13 @@ from pipeline import build_chain, databases, examples, prompt, repair, schema, s
 from pipeline.execute import QueryResult
 from pipeline.generate import extract_sql
 from pipeline.llm import RunnerChatModel
+from runners import engine as llm_engine
 from runners.embedding_engine import Embedder
-from runners.generation import Generator
 
 
 @pytest.fixture(scope="module")
 def chat_model() -> RunnerChatModel:
-    engine = Generator.load(bentoml.models.get(DEFAULT_LLM_TAG).path)
+    engine = llm_engine.load(bentoml.models.get(DEFAULT_LLM_TAG).path)
     return RunnerChatModel(runner=InProcess(engine), model_name=DEFAULT_LLM_TAG)
 
 

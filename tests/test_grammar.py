@@ -1,5 +1,5 @@
 """Grammar-constrained SQL decoding: the schema grammar's coverage and strictness (llguidance's own
-matcher), the real Generator masking one row of a batch and leaving the others alone, and /ask with
+matcher), the real engine masking one row of a batch and leaving the others alone, and /ask with
 `options: {"grammar": true}` through the real server."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pipeline import databases, examples, prompt, schema
 from pipeline import grammar as sql_grammar
 from pipeline.examples import Example
 from pipeline.llm import to_chat_messages
-from runners.generation import Generator
+from runners import engine as llm_engine
+from runners.engine import Engine
 from runners.schemas import GenRequest
 from tests.servers import ROOT, BentoServer
 
@@ -30,8 +31,8 @@ def info() -> schema.SchemaInfo:
 
 
 @pytest.fixture(scope="module")
-def generator() -> Generator:
-    return Generator.load(bentoml.models.get(DEFAULT_LLM_TAG).path)
+def generator() -> Engine:
+    return llm_engine.load(bentoml.models.get(DEFAULT_LLM_TAG).path)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def _gold(name: str) -> list[str]:
     return [item["sql"] for item in yaml.safe_load((ROOT / name).read_text())]
 
 
-def test_grammar_accepts_every_gold_and_bank_query(generator: Generator, chinook_grammar: str) -> None:
+def test_grammar_accepts_every_gold_and_bank_query(generator: Engine, chinook_grammar: str) -> None:
     queries = _gold("eval/testset/chinook.yaml") + _gold("eval/bank/chinook.yaml")
     assert len(queries) > 100
     refused = [q for q in queries if not generator.grammars.accepts(chinook_grammar, q)]
@@ -70,13 +71,13 @@ def test_grammar_accepts_every_gold_and_bank_query(generator: Generator, chinook
     ],
 )
 def test_grammar_rejects_writes_and_unknown_names(
-    generator: Generator, chinook_grammar: str, sql: str
+    generator: Engine, chinook_grammar: str, sql: str
 ) -> None:
     assert not generator.grammars.accepts(chinook_grammar, sql)
 
 
 def test_postgresql_grammar_takes_the_transpiled_bank_and_quoted_names(
-    generator: Generator, info: schema.SchemaInfo
+    generator: Engine, info: schema.SchemaInfo
 ) -> None:
     pg = dataclasses.replace(
         info, db="pg-grammar", dialect="postgresql", quote=postgresql.dialect().identifier_preparer.quote
@@ -112,13 +113,13 @@ def _names(sql: str) -> tuple[set[str], set[str]]:
 
 
 def test_constrained_row_writes_schema_sql_and_leaves_its_neighbour_alone(
-    generator: Generator, info: schema.SchemaInfo, chinook_grammar: str
+    generator: Engine, info: schema.SchemaInfo, chinook_grammar: str
 ) -> None:
     free = _request(info, "Which customers live in Brazil?", None)
     questions = ["How many playlists are there?", "What is the average invoice total?"]
     constrained = [_request(info, q, chinook_grammar) for q in questions]
-    alone = generator.generate([free])[0]
-    batch = generator.generate([free, *constrained])
+    alone = generator.run([free])[0]
+    batch = generator.run([free, *constrained])
     assert batch[0].text == alone.text  # the unconstrained row is untouched by its neighbours' masks
     tables = {t.name for t in info.tables}
     columns = {c.name for t in info.tables for c in t.columns}
@@ -130,10 +131,10 @@ def test_constrained_row_writes_schema_sql_and_leaves_its_neighbour_alone(
         assert generator.grammars.accepts(chinook_grammar, result.text)
 
 
-def test_malformed_grammar_is_a_per_request_error(generator: Generator, info: schema.SchemaInfo) -> None:
+def test_malformed_grammar_is_a_per_request_error(generator: Engine, info: schema.SchemaInfo) -> None:
     good = _request(info, "How many artists are there?", None)
     bad = good.model_copy(update={"grammar": "start: undefined_rule ("})
-    results = generator.generate([bad, good])
+    results = generator.run([bad, good])
     assert results[0].finish_reason == "error" and "grammar is invalid" in (results[0].error or "")
     assert results[1].finish_reason == "stop" and results[1].text
 

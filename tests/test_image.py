@@ -162,7 +162,7 @@ def test_image_runs_as_non_root(container: Container) -> None:
 
 
 def test_generate_answers_like_the_packed_model(container: Container) -> None:
-    from runners.generation import Generator
+    from runners import engine as llm_engine
     from runners.schemas import GenRequest
 
     prompt = "The capital of France is"
@@ -172,8 +172,8 @@ def test_generate_answers_like_the_packed_model(container: Container) -> None:
     assert out["finish_reason"] in {"stop", "length"}
     assert out["usage"]["completion_tokens"] > 0
     # greedy decoding of the same weights on the same torch build: the same words as in-process
-    local = Generator.load(bentoml.models.get(DEFAULT_LLM_TAG).path)
-    [expected] = local.generate([GenRequest(prompt=prompt, max_new_tokens=12)])
+    local = llm_engine.load(bentoml.models.get(DEFAULT_LLM_TAG).path)
+    [expected] = local.run([GenRequest(prompt=prompt, max_new_tokens=12)])
     assert out["text"] == expected.text and out["text"].strip()
 
 

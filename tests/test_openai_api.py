@@ -11,7 +11,10 @@ import httpx
 import openai
 import pytest
 
+from tests.metrics_util import sample_sum, wait_idle
 from tests.servers import BentoServer
+
+BUSY_INFLIGHT = ("askdb_llm_inflight_generations", "askdb_llm_inflight_generations")
 
 CHAT = [{"role": "user", "content": "Count from 1 to 40, separated by commas."}]
 
@@ -95,28 +98,37 @@ async def test_async_streams_interleave(aoa: openai.AsyncOpenAI) -> None:
     assert order.index("end") > max(i for i, k in enumerate(order) if k == "first")
 
 
-def _metric(url: str, name: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=30).text
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+ROWS, CANCELLED = "askdb_llm_rows_running", "askdb_llm_cancelled"
 
 
-def test_client_disconnect_stops_generation(askdb: BentoServer) -> None:
-    before = _metric(askdb.url, "askdb_stream_cancelled_total")
-    # A long greedy answer: a short sampled one ("Name one color.") could end on its own before the
-    # client leaves, and then nothing is cancelled (the cause of this test's rare failures).
-    story = [{"role": "user", "content": "Write a long story about a database, at least 1000 words."}]
-    body = {"model": "local", "messages": story, "max_tokens": 2000, "temperature": 0, "stream": True}
-    with httpx.stream("POST", f"{askdb.url}/v1/chat/completions", json=body, timeout=120) as resp:
-        seen = 0
-        for line in resp.iter_lines():
-            seen += line.startswith("data: {")
-            if seen >= 4:
-                break  # leave after a few tokens of a 2000-token answer
-    deadline = time.monotonic() + 60
-    while _metric(askdb.url, "askdb_stream_cancelled_total") < before + 1:
-        assert time.monotonic() < deadline, "generation kept running after the client left"
-        time.sleep(0.2)  # poll interval of a readiness poll
-    assert _metric(askdb.url, "askdb_stream_active") == 0
+async def _leave_after_first_chunk(url: str, n: int) -> int:
+    """`n` clients open long streams and close each after its first content chunk."""
+    story = [{"role": "user", "content": "Write a long story about a database."}]
+    body = {"model": "local", "messages": story, "max_tokens": 512, "ignore_eos": True, "stream": True}
+
+    async def one(client: httpx.AsyncClient) -> int:
+        async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as resp:
+            async for line in resp.aiter_lines():
+                if line.startswith("data: {") and '"content":"' in line and '"content":""' not in line:
+                    return 1
+        return 0
+
+    async with httpx.AsyncClient(timeout=300) as client:
+        return sum(await asyncio.gather(*(one(client) for _ in range(n))))
+
+
+def test_clients_that_leave_streams_free_their_rows(askdb: BentoServer) -> None:
+    """issue 18.3: 30 clients leave 512-token streams after the first chunk. Before the fix 26 rows
+    kept decoding for minutes; now every row and every in-progress request is gone within seconds."""
+    wait_idle(askdb.url)
+    before = sample_sum(askdb.url, CANCELLED, f"{CANCELLED}_total")
+    assert asyncio.run(_leave_after_first_chunk(askdb.url, 30)) >= 1
+    deadline = time.monotonic() + 20  # 512 tokens x 30 would take minutes on 2 cores
+    while sample_sum(askdb.url, ROWS, ROWS) > 0 or sample_sum(askdb.url, *BUSY_INFLIGHT) > 0:
+        assert time.monotonic() < deadline, "rows kept decoding after their clients left"
+        time.sleep(0.2)  # poll interval
+    assert sample_sum(askdb.url, CANCELLED, f"{CANCELLED}_total") - before >= 30  # each one cancelled
+    wait_idle(askdb.url, timeout=20)  # the runner's /stream requests ended too
 
 
 def test_completions_plain_and_streaming(oa: openai.OpenAI) -> None:

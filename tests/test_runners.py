@@ -20,9 +20,14 @@ from tests.metrics_util import sample_sum, wait_idle
 from tests.servers import ROOT, BentoServer
 
 BATCH = "bentoml_service_adaptive_batch_size"
+STEPS = "askdb_llm_decode_steps"
 
 
 def model_calls(url: str, method: str = "generate") -> float:
+    """Model calls: the LLM engine's decode steps (each serves every running row), the embedding
+    runner's adaptive batches."""
+    if method == "generate":
+        return sample_sum(url, STEPS, f"{STEPS}_total")
     return sample_sum(url, BATCH, f"{BATCH}_count", method_name=method)
 
 
@@ -49,7 +54,7 @@ async def _concurrent(url: str, bodies: list[dict], path: str = "/generate") -> 
         return await asyncio.gather(*(method(**b) for b in bodies))
 
 
-def test_per_request_parameters_hold_inside_one_batch(askdb: BentoServer) -> None:
+def test_per_request_parameters_hold_in_shared_steps(askdb: BentoServer) -> None:
     bodies = [
         {"prompt": "Count: one, two, three,", "max_new_tokens": 8},
         {"prompt": "Count: one, two, three,", "max_new_tokens": 3},
@@ -58,8 +63,8 @@ def test_per_request_parameters_hold_inside_one_batch(askdb: BentoServer) -> Non
     ]
     before = idle_model_calls(askdb.url)
     results = asyncio.run(_concurrent(askdb.url, bodies))
-    calls = model_calls(askdb.url) - before
-    assert calls < len(bodies), f"{len(bodies)} requests took {calls} model calls: not batched"
+    steps = model_calls(askdb.url) - before
+    assert steps < 8 + 3 + 24 + 20, f"{steps} decode steps: the requests did not share them"
     assert results[0]["usage"]["completion_tokens"] == 8 and results[0]["finish_reason"] == "length"
     assert results[1]["usage"]["completion_tokens"] == 3 and results[1]["finish_reason"] == "length"
     assert results[2]["finish_reason"] == "stop" and "," not in results[2]["text"]
@@ -67,11 +72,11 @@ def test_per_request_parameters_hold_inside_one_batch(askdb: BentoServer) -> Non
     assert results[3]["usage"]["completion_tokens"] == 20
 
 
-def test_sixteen_concurrent_calls_take_fewer_model_calls(askdb: BentoServer) -> None:
+def test_sixteen_concurrent_calls_share_decode_steps(askdb: BentoServer) -> None:
     prompts = [f"Question {i}: what is {i} plus {i}? Answer:" for i in range(16)]
     before = idle_model_calls(askdb.url)
     results = asyncio.run(_concurrent(askdb.url, [{"prompt": p, "max_new_tokens": 4} for p in prompts]))
-    calls = model_calls(askdb.url) - before
+    steps = model_calls(askdb.url) - before
     assert len(results) == 16
     for r in results:  # each stops at its own budget, or earlier on its own EOS
         assert (
@@ -79,11 +84,11 @@ def test_sixteen_concurrent_calls_take_fewer_model_calls(askdb: BentoServer) -> 
             if r["finish_reason"] == "length"
             else r["usage"]["completion_tokens"] < 4
         )
-    assert calls < 16, f"16 concurrent requests took {calls} model calls"
+    assert steps < 16 * 4 / 2, f"16 concurrent 4-token requests took {steps} decode steps"
 
 
 def test_batched_results_match_one_by_one(askdb: BentoServer, client: bentoml.SyncHTTPClient) -> None:
-    """Greedy decoding with left padding + attention mask is token-identical to unpadded runs here."""
+    """Greedy decoding in shared steps (each row at its own position) is token-identical to one by one."""
     bodies = [
         {"prompt": "The capital of France is", "max_new_tokens": 10},
         {"prompt": "SELECT name FROM", "max_new_tokens": 10},
@@ -92,7 +97,7 @@ def test_batched_results_match_one_by_one(askdb: BentoServer, client: bentoml.Sy
     ]
     before = idle_model_calls(askdb.url)
     batched = asyncio.run(_concurrent(askdb.url, bodies))
-    assert model_calls(askdb.url) - before < len(bodies)
+    assert model_calls(askdb.url) - before < 4 * 10
     singles = [client.generate(**b) for b in bodies]
     for b, s in zip(batched, singles, strict=True):
         assert b["text"] == s["text"]

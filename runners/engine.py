@@ -1,0 +1,419 @@
+"""askdb's LLM engine: continuous batching over a fixed-slot KV cache, one loop for every request.
+
+A background thread runs iterations. Each one: cancelled requests leave, waiting requests take
+free slots, one chunk of prefill runs for a group of newcomers of similar length (so a long prompt
+stalls running rows by one chunk at most), one decode step runs for every decoding slot (a CUDA
+graph replay on a GPU), one device->host copy brings the new tokens, and on the host each row's
+token is turned into text, checked against EOS, stop strings and its budget, and sent to its
+consumer. Requests join between two steps and leave when they are done; nothing waits behind a
+running batch. Grammar rows get their llguidance mask in the same loop.
+
+Consumers: `stream(req)` (events as they come) and `generate(req)` (one result) for asyncio,
+`run(reqs)` for blocking callers (tests, evaluation, benchmarks). Leaving a `stream` early, or
+`cancel([id])`, frees the row at the next iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+import torch
+
+from observability import llm_meter, metrics
+from runners.admission import WaitQueue
+from runners.constrain import Constraints, fill_mask
+from runners.kv import CacheShape, SlotCache
+from runners.model import LoadedModel
+from runners.sampling import Variant
+from runners.schemas import GenRequest, GenResult, StreamEvent, TokenLogprob
+from runners.sequence import Seq, Sink, failed
+from runners.step import PrefillRow, Step
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(
+        self,
+        lm: LoadedModel,
+        slots: int = 16,
+        context: int | None = None,
+        prefill_chunk: int = 256,
+        max_waiting: int = 256,
+        graphs: bool = True,
+        tag: str = "local",
+    ) -> None:
+        self.lm, self.tag = lm, tag
+        self.context = min(context or lm.context_length, lm.context_length)
+        self.cache = SlotCache(CacheShape.of(lm.model.config), slots, self.context, lm.dtype, lm.device)
+        self.step = Step(lm, self.cache, graphs)
+        self.chunk = prefill_chunk
+        self.rows: list[Seq | None] = [None] * slots
+        self._free = list(range(slots))  # a heap: the lowest free slot first keeps steps small
+        self._queue = WaitQueue(max_waiting)
+        self._inbox: deque[Seq] = deque()
+        self._cancels: deque[Seq] = deque()
+        # requests not yet finished, by id (ids come from callers: two may share one)
+        self._known: dict[str, list[Seq]] = {}
+        self._cond = threading.Condition()
+        self._prefilling: list[Seq] = []  # in slots, prompt not all in the cache yet (FIFO)
+        self._masks = torch.full((slots, self.step.words), -1, dtype=torch.int32)  # host grammar bits
+        self._grammars: Constraints | None = None
+        self._eos = frozenset(lm.eos_ids)
+        self._backend = lm.tokenizer._tokenizer  # tokenizers' Rust tokenizer, for DecodeStream
+        self.steps_run = 0  # decode steps so far (tests and benchmarks read it)
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="askdb-engine", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the loop (requests still running end as cancelled) so the memory can go."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+
+    @property
+    def slots(self) -> int:
+        return self.cache.slots
+
+    @property
+    def grammars(self) -> Constraints:
+        if self._grammars is None:
+            self._grammars = Constraints(self.lm.tokenizer, set(self._eos), self.lm.vocab_size)
+        return self._grammars
+
+    # ---- producer side (any thread) -------------------------------------------------------------
+    def submit(self, req: GenRequest, sink: Sink, live: bool = True) -> None:
+        """Queue `req`; its events go to `sink` (from the engine thread): every piece of text as it
+        comes when `live`, else only the final event with the whole text. Bad requests and a full
+        queue get their one final event at once, without touching the running rows."""
+        prompt = self.lm.encode(req)
+        problem = self.lm.problem(len(prompt), req, self.context)
+        matcher = None
+        if problem is None and req.grammar is not None:
+            compiled = self.grammars.compile(req.grammar)
+            problem, matcher = (compiled, None) if isinstance(compiled, str) else (None, compiled)
+        if problem is not None:
+            self._refuse(req, sink, failed(problem, "invalid", len(prompt)))
+            return
+        seq = Seq(
+            req=req, prompt=prompt, sink=sink, seed=_seed(req.seed), matcher=matcher, eos=self._eos, live=live
+        )
+        with self._cond:
+            # waiting = not yet in a slot; free slots will take some of them at the next iteration
+            if len(self._queue) + len(self._inbox) >= len(self._free) + self._queue.bound:
+                metrics.engine_rejected.labels(reason="queue_full").inc()
+                why = f"the LLM queue is full ({self._queue.bound} waiting)"
+                self._refuse(req, sink, failed(why, "queue_full", len(prompt)))
+                return
+            llm_meter.accepted(self.tag)
+            self._inbox.append(seq)
+            self._known.setdefault(req.id, []).append(seq)
+            self._cond.notify()
+
+    def _refuse(self, req: GenRequest, sink: Sink, event: StreamEvent) -> None:
+        now = time.time()
+        llm_meter.finished(
+            self.tag, req, prompt=event.prompt_tokens, completion=0, reason="error",
+            received=now, slot=None, first=None, done=now, counted=False,
+        )  # fmt: skip
+        sink(event)
+
+    def cancel(self, ids: list[str]) -> int:
+        """Free these requests' rows at the next iteration; returns how many were still running."""
+        with self._cond:
+            found = [seq for i in ids for seq in self._known.get(i, ())]
+            for seq in found:
+                seq.cancelled = True
+            self._cancels.extend(found)
+            self._cond.notify()
+        return len(found)
+
+    async def stream(self, req: GenRequest, live: bool = True) -> AsyncIterator[StreamEvent]:
+        """Events of one request (see `submit`); leaving the iteration early cancels it."""
+        loop, queue = asyncio.get_running_loop(), asyncio.Queue[StreamEvent]()
+        self.submit(req, lambda event: loop.call_soon_threadsafe(queue.put_nowait, event), live)
+        done = False
+        try:
+            while not done:
+                event = await queue.get()
+                done = event.finish_reason is not None
+                yield event
+        finally:
+            if not done:
+                self.cancel([req.id])
+
+    async def generate(self, req: GenRequest) -> GenResult:
+        return collect([e async for e in self.stream(req, live=False)])
+
+    def run(self, reqs: list[GenRequest], timeout: float | None = None) -> list[GenResult]:
+        """Blocking: submit all, wait for all (in-process callers: tests, eval, benchmarks)."""
+        events: list[list[StreamEvent]] = [[] for _ in reqs]
+        done = threading.Semaphore(0)
+
+        def sink_for(i: int) -> Sink:
+            def put(event: StreamEvent) -> None:
+                events[i].append(event)
+                if event.finish_reason is not None:
+                    done.release()
+
+            return put
+
+        for i, req in enumerate(reqs):
+            self.submit(req, sink_for(i), live=False)
+        for _ in reqs:
+            if not done.acquire(timeout=timeout):
+                raise TimeoutError("generation did not finish in time")
+        return [collect(e) for e in events]
+
+    # ---- the loop (engine thread) ---------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._closed:
+            with self._cond:
+                while not (self._inbox or self._cancels or len(self._queue) or self._busy() or self._closed):
+                    self._cond.wait()
+                arrived, self._inbox = list(self._inbox), deque()
+                cancels, self._cancels = list(self._cancels), deque()
+            for seq in arrived:
+                self._queue.push(seq)
+            try:
+                with torch.inference_mode():
+                    self._drop_cancelled(cancels)
+                    self._iteration()
+            except Exception as exc:  # a model failure ends the rows it was serving, not the engine
+                log.exception("engine step failed")
+                for seq in [s for s in self.rows if s is not None]:
+                    seq.end("error", f"generation failed: {type(exc).__name__}", "internal")
+                    self._release(seq)
+            self._publish()
+        while (left := self._queue.pop()) is not None:
+            left.end("cancelled")
+        for seq in [s for s in self.rows if s is not None]:
+            seq.end("cancelled")
+
+    def _busy(self) -> bool:
+        return any(s is not None for s in self.rows)
+
+    def _drop_cancelled(self, seqs: list[Seq]) -> None:
+        for seq in seqs:
+            if seq.finished:
+                continue
+            self._queue.remove(seq)
+            metrics.engine_cancelled.inc()
+            seq.end("cancelled")
+            self._release(seq)
+
+    def _release(self, seq: Seq) -> None:
+        """The request is over (done, failed or cancelled): count it, free its slot."""
+        if seq.released:
+            return
+        seq.released = True
+        llm_meter.finished(
+            self.tag, seq.req, prompt=len(seq.prompt), completion=len(seq.generated),
+            reason=seq.reason or "error", received=seq.arrived, slot=seq.started,
+            first=seq.first_token, done=time.time(),
+        )  # fmt: skip
+        with self._cond:
+            same = self._known.get(seq.req.id, [])
+            if seq in same:
+                same.remove(seq)
+            if not same:
+                self._known.pop(seq.req.id, None)
+        if seq.slot < 0 or self.rows[seq.slot] is not seq:
+            return
+        self.rows[seq.slot] = None
+        if seq in self._prefilling:
+            self._prefilling.remove(seq)
+        self._masks[seq.slot] = -1
+        self.step.set_slots([seq.slot], active=[0], pos=[self.cache.scratch])
+        heapq.heappush(self._free, seq.slot)
+        seq.slot = -1
+
+    def _admit(self) -> None:
+        admitted: list[Seq] = []
+        while self._free and len(self._queue):
+            seq = self._queue.pop()
+            if seq is None or seq.cancelled:
+                continue
+            seq.slot = heapq.heappop(self._free)
+            seq.started = time.time()
+            self.rows[seq.slot] = seq
+            seq.state = "prefill"
+            self._prefilling.append(seq)
+            admitted.append(seq)
+            if seq.matcher is not None:
+                fill_mask(seq.matcher, self._masks, seq.slot)
+        if admitted:
+            self.step.set_slots(
+                [s.slot for s in admitted],
+                steps=[0] * len(admitted),
+                seeds=[s.seed for s in admitted],
+                temp=[s.req.temperature for s in admitted],
+                top_p=[s.req.top_p for s in admitted],
+            )
+
+    def _prefill_group(self) -> list[PrefillRow]:
+        """The oldest newcomer's next chunk, with others whose chunks are about as long, within
+        one chunk's worth of tokens."""
+        if not self._prefilling:
+            return []
+        rows: list[PrefillRow] = []
+        width = 0
+        for seq in self._prefilling:
+            n = min(seq.remaining_prompt, self.chunk)
+            if rows and (n > width or n <= width // 2 or (len(rows) + 1) * width > self.chunk):
+                continue
+            width = width or n
+            tokens = seq.prompt[seq.prefilled : seq.prefilled + n]
+            last = n == seq.remaining_prompt
+            rows.append(PrefillRow(seq.slot, tokens, seq.prefilled, last, last and seq.matcher is None))
+        return rows
+
+    def _iteration(self) -> None:
+        self._admit()
+        group = self._prefill_group()
+        first = [seq for r in group if r.last and (seq := self.rows[r.slot]) is not None]
+        if any(s is not None and s.matcher is not None for s in self.rows):
+            self.step.set_masks(self._masks, self._top())
+        if group:
+            self.step.prefill(group, _variant(first))
+            for r in group:
+                seq = self.rows[r.slot]
+                assert seq is not None
+                seq.prefilled += len(r.tokens)
+            for seq in first:
+                self._prefilling.remove(seq)
+                # a grammar row needs its first token on the host (for its next mask) before it
+                # decodes; the others join this iteration's step at once
+                seq.state = "first" if seq.matcher is not None else "decode"
+        decoding = [s for s in self.rows if s is not None and s.state == "decode"]
+        top = self._top()
+        if decoding:
+            # where each row writes: its first token at len(prompt), then one further per token fed
+            max_pos = max(len(s.prompt) + max(len(s.generated) - 1, 0) for s in decoding)
+            self.step.decode(top, max_pos, _variant(decoding))
+            self.steps_run += 1
+            metrics.engine_steps.inc()
+            metrics.engine_step_rows.observe(len(decoding))
+        if not first and not decoding:
+            return
+        width = _variant([*first, *decoding]).width
+        out = self.step.fetch(top, width)
+        for seq in first:
+            self._take(seq, out[seq.slot][1], width)
+        for seq in decoding:  # newcomers that joined at once have their second token here
+            self._take(seq, out[seq.slot][0], width)
+
+    def _top(self) -> int:
+        """Slots a step must cover: up to the highest one in use."""
+        used = [i for i, s in enumerate(self.rows) if s is not None]
+        return max(used) + 1 if used else 1
+
+    def _take(self, seq: Seq, row: list[float], width: int) -> None:
+        """Hand one sampled token (and its log-probabilities) to its request."""
+        if seq.finished or seq.cancelled:
+            return
+        token = int(row[0])
+        try:
+            wanted = seq.req.logprobs
+            logprob = self._logprob(row, width, wanted) if wanted is not None else None
+            done = seq.feed(token, self._backend, logprob)
+            if not done and seq.matcher is not None:
+                done = not seq.matcher.consume_token(token) or seq.matcher.is_stopped()
+                if done:
+                    seq.end("stop")
+                else:
+                    fill_mask(seq.matcher, self._masks, seq.slot)
+                    if seq.state == "first":  # its first token is known now: it decodes next step
+                        seq.state = "decode"
+                        self.step.set_slots([seq.slot], active=[1])
+        except Exception as exc:  # this row alone fails (a detokenizer or grammar error)
+            log.exception("request %s failed on the host", seq.req.id)
+            seq.end("error", f"generation failed: {type(exc).__name__}", "internal")
+            done = True
+        if done:
+            self._release(seq)
+
+    def _logprob(self, row: list[float], width: int, wanted: int) -> TokenLogprob | None:
+        if width < 3:
+            return None
+        decode = self.lm.tokenizer.decode
+        k = (width - 2) // 2
+        pairs = zip(row[2 : 2 + k], row[2 + k : 2 + 2 * k], strict=True)
+        top = [(decode([int(i)]), lp) for i, lp in list(pairs)[:wanted]]
+        return TokenLogprob(token=decode([int(row[0])]), logprob=row[1], top=top)
+
+    def _publish(self) -> None:
+        running = sum(s is not None for s in self.rows)
+        metrics.engine_rows.set(running)
+        metrics.engine_waiting.set(len(self._queue) + len(self._inbox))
+
+
+def from_loaded(lm: LoadedModel, **overrides: Any) -> Engine:
+    """An engine over a loaded model, with runners/config.py's settings."""
+    from runners import config
+
+    settings: dict[str, Any] = {
+        "slots": config.LLM_SLOTS,
+        "context": config.LLM_MAX_CONTEXT,
+        "prefill_chunk": config.LLM_PREFILL_CHUNK,
+        "max_waiting": config.LLM_MAX_WAITING,
+        "graphs": config.LLM_GRAPHS,
+    }
+    return Engine(lm, **{**settings, **overrides})
+
+
+def load(path: str, **overrides: Any) -> Engine:
+    """An engine over the stored model at `path`, with runners/config.py's settings."""
+    return from_loaded(LoadedModel.load(path), **overrides)
+
+
+def _seed(seed: int | None) -> int:
+    """The request's seed as a signed 64-bit value (any integer is accepted), or a fresh one."""
+    if seed is None:
+        return random.getrandbits(63)
+    wrapped = seed % 2**64
+    return wrapped - 2**64 if wrapped >= 2**63 else wrapped
+
+
+def _variant(seqs: list[Any]) -> Variant:
+    reqs = [s.req for s in seqs if s is not None]
+    sampled = [r for r in reqs if r.temperature > 0]
+    return Variant(
+        sample=bool(sampled),
+        top_p=any(r.top_p < 1.0 for r in sampled),
+        masked=any(s is not None and s.matcher is not None for s in seqs),
+        logprobs=any(r.logprobs is not None for r in reqs),
+    )
+
+
+def collect(events: list[StreamEvent]) -> GenResult:
+    """A finished request's events as one result."""
+    last = events[-1]
+    logprobs = [lp for e in events for lp in (e.logprobs or [])]
+    return GenResult(
+        text="".join(e.text for e in events),
+        finish_reason=last.finish_reason or "error",
+        prompt_tokens=last.prompt_tokens,
+        completion_tokens=last.completion_tokens,
+        error=last.error,
+        code=last.code,
+        logprobs=logprobs or None,
+    )
+
+
+async def events_json(engine: Engine, req: GenRequest) -> AsyncIterator[str]:
+    """Newline-delimited StreamEvent JSON (the runner's `stream` wire format)."""
+    async with contextlib.aclosing(engine.stream(req)) as events:
+        async for event in events:
+            yield event.model_dump_json(exclude_defaults=True) + "\n"
