@@ -1,9 +1,10 @@
 """`python -m bench.gpu`: the whole GPU benchmark in one command (see README.md here).
 
 For each model shape: build it from config with random weights, import it into the BentoML store via
-models.importer, measure (b) the runner's Generator in-process, then serve runners.llm:LLM with real
+models.importer, measure (b) the runner's engine in-process, then serve runners.llm:LLM with real
 `bentoml serve` and load it with async HTTP clients; (a) is the served one-client row, (c) the
-bandwidth roofline. Runner variants (environment presets) are measured side by side in the same run.
+bandwidth roofline. Runner variants (environment presets, or another source tree: `--old-tree`) are
+measured side by side in the same run.
 """
 
 from __future__ import annotations
@@ -25,16 +26,15 @@ from bench.gpu.workload import prompt_of, request
 
 # Runner settings compared side by side; each is the environment the runner process starts with.
 VARIANTS: dict[str, dict[str, str]] = {
-    "default": {},
-    "eager": {"ASKDB_LLM_CACHE": "dynamic", "ASKDB_LLM_COMPILE": "0"},
-    "static": {"ASKDB_LLM_CACHE": "static", "ASKDB_LLM_COMPILE": "0"},
-    "compiled": {"ASKDB_LLM_CACHE": "static", "ASKDB_LLM_COMPILE": "1", "ASKDB_LLM_WARMUP": "0"},
-    # continuous batching (runners/streaming.py) through the /stream endpoint, room for every client
-    "stream": {"ASKDB_LLM_MAX_STREAMS": "128"},
-    # /generate joining that same step loop request by request (ASKDB_LLM_SCHEDULER, runners/config.py)
-    "continuous": {"ASKDB_LLM_SCHEDULER": "continuous", "ASKDB_LLM_MAX_STREAMS": "128"},
+    "default": {},  # the engine as shipped: CUDA graphs for the decode step
+    "eager": {"ASKDB_LLM_GRAPHS": "0"},  # the same engine without graphs
+    "stream": {},  # the default engine through /stream (time to first token)
+    # `--old-tree DIR`: a checkout from before the engine (its GPU default: adaptive batches of
+    # `model.generate` with a static cache + torch.compile), served from that folder
+    "old": {},
 }
 ENDPOINT = {"stream": "stream"}  # variant -> endpoint; the rest use /generate
+IN_PROCESS = ("default", "eager")  # variants the new engine can also run in this process
 
 
 def _ints(text: str) -> list[int]:
@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", default="default", help=f"comma list of {', '.join(VARIANTS)}")
     p.add_argument("--inprocess-variants", help="variants measured in-process (default: --variants; none)")
     p.add_argument("--no-serve", action="store_true", help="in-process and roofline only")
-    p.add_argument("--max-batch-size", type=int, help="runner max batch size (default: runner's own)")
+    p.add_argument("--slots", type=int, help="engine slots (default: the runner's own)")
+    p.add_argument("--old-tree", help="source folder of the pre-engine runner, for variant 'old'")
     p.add_argument("--out", default="bench/results/gpu")
     return p
 
@@ -118,7 +119,9 @@ def bench_shape(
 ) -> None:
     import bentoml
 
-    from runners.generation import Generator
+    from runners import engine as llm_engine
+    from runners.model import LoadedModel
+    from runners.sampling import Variant
 
     conc = _ints(args.concurrency)
     t0 = time.perf_counter()
@@ -127,22 +130,24 @@ def bench_shape(
     path = bentoml.models.get(tag).path
     print(f"{name}: built + imported {tag} in {time.perf_counter() - t0:.0f} s", flush=True)
     chosen = args.variants if args.inprocess_variants is None else args.inprocess_variants
-    inproc_variants = [v for v in chosen.split(",") if v and v != "none"]
+    inproc_variants = [v for v in chosen.split(",") if v in IN_PROCESS]
     for variant in dict.fromkeys(args.variants.split(",") + inproc_variants):
         venv = {**VARIANTS[variant], "ASKDB_DEVICE": args.device}
-        if args.max_batch_size:
-            venv["ASKDB_LLM_MAX_BATCH_SIZE"] = str(args.max_batch_size)
+        if args.slots:
+            venv["ASKDB_LLM_SLOTS"] = str(args.slots)
+        if variant == "old":
+            venv["ASKDB_LLM_MAX_BATCH_SIZE"] = str(args.slots or 128)
         _apply(venv)
-        gen = Generator.load(path)
-        prompt = prompt_of(gen.tokenizer, args.prompt_tokens)
-        weights = roofline.weight_bytes(gen.model)
+        lm = LoadedModel.load(path)
+        prompt = prompt_of(lm.tokenizer, args.prompt_tokens)
+        weights = roofline.weight_bytes(lm.model)
         mean_ctx = args.prompt_tokens + args.new_tokens / 2
         run: dict[str, Any] = {
             "shape": name,
             "variant": variant,
             "variant_env": venv,
             "model_tag": tag,
-            "parameters": sum(p.numel() for p in gen.model.parameters()),
+            "parameters": sum(p.numel() for p in lm.model.parameters()),
             "weight_bytes": weights,
             "kv_bytes_per_token": shape.kv_bytes_per_token(),
             "prompt_tokens": args.prompt_tokens,
@@ -158,17 +163,26 @@ def bench_shape(
         }
         if variant in inproc_variants:
             print(f"{name} [{variant}] in-process", flush=True)
+            t0 = time.perf_counter()
+            gen = llm_engine.from_loaded(lm)
+            run["graphs"] = gen.step.warm(int(os.environ.get("ASKDB_LLM_WARM_CONTEXT", 1024)), [Variant()])
+            run["capture_s"] = time.perf_counter() - t0
             batches = _ints(args.inprocess_batches or args.concurrency)
             if variant not in args.variants.split(",") and args.probe_batches:
                 batches = _ints(args.probe_batches)
             run["inprocess"] = inproc.measure(gen, prompt, args.new_tokens, batches, args.reps)
-        del gen
+            gen.close()
+            del gen
+        del lm
         _free(args.device)
         if variant in args.variants.split(",") and not args.no_serve:
             print(f"{name} [{variant}] served", flush=True)
             body = request(prompt, args.new_tokens).model_dump()
             log = Path(args.out) / f"serve-{name}-{variant}.log"
-            with load_server(tag, venv, log) as server:
+            cwd = Path(args.old_tree) if variant == "old" else None
+            with load_server(tag, venv, log, cwd) as server:
+                run["ready_s"] = server.ready_s
+                print(f"  ready in {server.ready_s:.1f} s", flush=True)
                 run["served"] = [
                     load.measure(
                         server.url,
@@ -194,10 +208,10 @@ def _derive(runs: list[dict], shape: str) -> None:
         report.derive(run, run["reference_inprocess"])
 
 
-def load_server(tag: str, env: dict[str, str], log: Path):
-    from bench.gpu.serve import RunnerServer
+def load_server(tag: str, env: dict[str, str], log: Path, cwd: Path | None = None):
+    from bench.gpu.serve import ROOT, RunnerServer
 
-    return RunnerServer(tag, env, log)
+    return RunnerServer(tag, env, log, cwd or ROOT)
 
 
 def main(argv: list[str] | None = None) -> int:

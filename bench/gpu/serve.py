@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.servers import free_port, wait_ready
@@ -16,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 class RunnerServer:
     """The LLM runner alone on a free port; `python -m bentoml` so a --target install works too."""
 
-    def __init__(self, model_tag: str, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
+    def __init__(self, model_tag: str, env: dict[str, str], log: Path, cwd: Path = ROOT) -> None:
+        self.port, self.cwd, self.ready_s = free_port(), cwd, 0.0
         self.env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
@@ -45,11 +46,14 @@ class RunnerServer:
             str(self.port),
         ]
         self._fh = self.log.open("wb")
+        started = time.perf_counter()
+        env = {**self.env, "PYTHONPATH": f"{self.cwd}:{self.env.get('PYTHONPATH', '')}"}
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=self.env, stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, cwd=self.cwd, env=env, stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
-            wait_ready(self.url, self.proc, timeout=900)  # a compiled runner warms up before ready
+            wait_ready(self.url, self.proc, timeout=900)  # graphs are captured before ready
+            self.ready_s = time.perf_counter() - started
         except Exception:
             self.__exit__()
             tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])

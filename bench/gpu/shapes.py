@@ -103,3 +103,26 @@ def import_shape(name: str, folder: Path, tiny: bool) -> str:
         str(folder), f"bench-{name}{'-tiny' if tiny else ''}", task="text-generation", progress=False
     )
     return str(stored.tag)
+
+
+def import_encoder(config_dir: Path, *, device: str, seed: int = 0) -> str:
+    """The default encoder's shape with random weights, imported under the default embedding name,
+    for machines that carry only its config (the AskDB service needs an embedding runner to start)."""
+    import shutil
+
+    import transformers
+
+    from models.defaults import DEFAULT_EMBED_TAG
+    from models.importer import import_model
+
+    torch.manual_seed(seed)
+    config = transformers.AutoConfig.from_pretrained(config_dir)
+    with torch.device(device):
+        model = transformers.AutoModel.from_config(config)
+    folder = Path(tempfile.mkdtemp(prefix="askdb-bench-encoder-"))
+    shutil.copytree(config_dir, folder, dirs_exist_ok=True)  # tokenizer, pooling and module files
+    model.save_pretrained(folder, safe_serialization=True)
+    stored, _ = import_model(
+        str(folder), DEFAULT_EMBED_TAG.split(":")[0], task="feature-extraction", progress=False
+    )
+    return str(stored.tag)
