@@ -92,6 +92,7 @@ def _validation(exc: RequestValidationError) -> JSONResponse:
 def upstream(exc: Exception, provider: str | None = None) -> JSONResponse:  # provider: the requested model
     """The last provider in the chain failed too: say so, with the status OpenAI clients expect."""
     who = f"model {provider!r}" if provider else "the model provider"
+    log.warning("%s failed: %s: %s", who, type(exc).__name__, str(exc)[:200])  # the cause, for operators
     if isinstance(exc, openai.RateLimitError):
         return respond(429, f"{who} is rate-limited and no fallback could answer", code="rate_limit_exceeded")
     if isinstance(exc, openai.APITimeoutError):

@@ -37,6 +37,13 @@ LLM_PREFILL_CHUNK = _int("ASKDB_LLM_PREFILL_CHUNK", 2048 if ON_GPU else 256)
 LLM_MAX_WAITING = _int("ASKDB_LLM_MAX_WAITING", 512)
 # CUDA graphs for the decode step (one per slot and key-length bucket); no effect on a CPU.
 LLM_GRAPHS = os.environ.get("ASKDB_LLM_GRAPHS", "1") == "1"
+# torch.compile of the model's forward (one dynamic-shape compile for all buckets, under the CUDA
+# graphs). Off: on the H200 (1B Llama) it took 208 s to compile and, though 21% faster for one
+# row, was 59% slower at 64 rows than the graphs over the uncompiled model (docs/performance.md).
+LLM_COMPILE = os.environ.get("ASKDB_LLM_COMPILE", "0") == "1"
+# Where compiled kernels are kept between restarts (torch.compiler cache artifacts), so a restart
+# loads them instead of compiling again; empty: no persistence.
+LLM_COMPILE_CACHE = os.environ.get("ASKDB_LLM_COMPILE_CACHE", os.path.expanduser("~/.cache/askdb/compile"))
 # Key lengths whose graphs are captured before the runner reports ready (longer ones on first use).
 LLM_WARM_CONTEXT = _int("ASKDB_LLM_WARM_CONTEXT", 1024)
 EMBED_MAX_BATCH_SIZE = _int("ASKDB_EMBED_MAX_BATCH_SIZE", 64)
@@ -54,6 +61,13 @@ EMBED_RESOURCES = {"gpu": EMBED_GPUS} if EMBED_GPUS else {}  # BentoML refuses {
 LLM_GPUS = _int("ASKDB_LLM_GPUS", max(1, GPUS - EMBED_GPUS))
 LLM_WORKERS = _int("ASKDB_LLM_WORKERS", LLM_GPUS if ON_GPU else 1)
 WORKERS = _int("ASKDB_RUNNER_WORKERS", 1)  # embedding runner workers
+
+
+# How callers keep their HTTP session to a runner. BentoML replaces it after 100 requests or 300 s
+# and closes the old one under the requests still running on it: generations and streams in flight
+# then fail ("Server disconnected", "Connector is closed."; 18 of 64 concurrent streams here). The
+# runners sit behind a fixed local socket, so the session never needs replacing.
+RUNNER_CONNECTION = {"max_requests": 2**62, "max_age": 10.0**12}
 
 
 def batching(max_batch_size: int, max_latency_ms: int) -> dict[str, object]:

@@ -17,6 +17,7 @@ from runners.schemas import ModelInfo
     resources=config.EMBED_RESOURCES,  # none by default: shares cuda:0 (runners/config.py)
     workers=config.WORKERS,
     traffic={"timeout": config.EMBED_TIMEOUT_S},
+    runner_connection=config.RUNNER_CONNECTION,
     labels={"component": "embedding-runner", "owner": "askdb"},
 )
 class Embedding:

@@ -17,7 +17,6 @@ import bentoml
 from runners import config
 from runners.engine import Engine, events_json
 from runners.model import LoadedModel
-from runners.sampling import Variant
 from runners.schemas import GenRequest, GenResult, ModelInfo
 
 log = logging.getLogger("bentoml.askdb.llm")
@@ -28,6 +27,7 @@ log = logging.getLogger("bentoml.askdb.llm")
     resources={"gpu": config.LLM_GPUS},  # all visible GPUs; one worker each (runners/device.py)
     workers=config.LLM_WORKERS,
     traffic={"timeout": config.LLM_TIMEOUT_S},
+    runner_connection=config.RUNNER_CONNECTION,
     labels={"component": "llm-runner", "owner": "askdb"},
 )
 class LLM:
@@ -46,16 +46,17 @@ class LLM:
             max_waiting=config.LLM_MAX_WAITING,
             graphs=config.LLM_GRAPHS,
             tag=self.tag,
+            compile=config.LLM_COMPILE,
         )
-        graphs = self.engine.step.warm(config.LLM_WARM_CONTEXT, [Variant(), Variant(sample=True)])
+        ready = self.engine.warm_up(config.LLM_WARM_CONTEXT, config.LLM_COMPILE_CACHE)
         log.info(
-            "LLM engine ready in %.1f s: %d slots x %d positions on %s, %d decode graphs (%.1f s capturing)",
+            "LLM engine ready in %.1f s: %d slots x %d positions on %s, compiled: %s, %d decode graphs",
             time.perf_counter() - started,
             self.engine.slots,
             self.engine.context,
             self.lm.device,
-            graphs,
-            self.engine.step.captured_s,
+            ready["compiled"],
+            ready["graphs"],
         )
 
     @bentoml.api

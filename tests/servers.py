@@ -16,7 +16,7 @@ import httpx
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-BENTOML = str(Path(sys.executable).with_name("bentoml"))
+BENTOML = [sys.executable, "-m", "bentoml"]  # this interpreter's BentoML, wherever its scripts are
 
 
 def free_port() -> int:
@@ -80,7 +80,7 @@ class BentoServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 300.0) -> BentoServer:
-        cmd = [BENTOML, "serve", self.target, "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        cmd = [*BENTOML, "serve", self.target, "--host", "127.0.0.1", "--port", str(self.port), *self.args]
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             cmd,

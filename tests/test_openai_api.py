@@ -191,3 +191,35 @@ def test_invalid_json_is_400(askdb: BentoServer) -> None:
         headers={"content-type": "application/json"},
     )
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_json"
+
+
+async def _streams_across_many_calls(url: str, streams: int, calls: int) -> tuple[list[str], list[int]]:
+    story = [{"role": "user", "content": "Write a long story about a database."}]
+    body = {"model": "local", "messages": story, "max_tokens": 160, "ignore_eos": True, "stream": True}
+
+    async def stream(client: httpx.AsyncClient) -> str:
+        last = ""
+        async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as resp:
+            async for line in resp.aiter_lines():
+                last = line or last
+        return last
+
+    async def quick(client: httpx.AsyncClient, i: int) -> int:
+        r = await client.post(f"{url}/generate", json={"prompt": f"Say {i}", "max_new_tokens": 1})
+        return r.status_code
+
+    async with httpx.AsyncClient(timeout=600) as client:
+        opened = [asyncio.ensure_future(stream(client)) for _ in range(streams)]
+        codes = []
+        for start in range(0, calls, 8):
+            codes += await asyncio.gather(*(quick(client, i) for i in range(start, min(calls, start + 8))))
+        return list(await asyncio.gather(*opened)), codes
+
+
+def test_streams_survive_the_runner_clients_turnover(askdb: BentoServer) -> None:
+    """BentoML's client to a runner replaced its HTTP session every 100 requests and closed the old
+    one under whatever was running on it: streams in flight died (503 "runner unavailable"). 110
+    runner calls while 6 long streams run: every stream ends with [DONE], every call succeeds."""
+    ends, codes = asyncio.run(_streams_across_many_calls(askdb.url, 6, 110))
+    assert ends == ["data: [DONE]"] * 6
+    assert codes == [200] * 110
