@@ -1,10 +1,10 @@
-"""Adaptive batching on vs off (max_batch_size=1) for /embed and /generate, and /generate's
-continuous scheduler, in one run.
+"""Batching on vs off for /embed (BentoML's adaptive batching vs max_batch_size=1) and /generate
+(the LLM engine's shared decode steps vs one slot), in one run.
 
     python -m bench.batching [--concurrency 1 4 16 32] [--endpoints /embed /generate] [--out bench/results]
 
 Starts a real `bentoml serve service:AskDB` per mode in turn (same machine, same code, only the
-runners' max batch size or /generate's scheduler differs), drives each with closed-loop clients,
+embedding runner's max batch size and the engine's slots differ), drives each with closed-loop clients,
 prints a table, writes batching.json and batching.png. Absolute numbers on shared machines are
 noise; the ratio is the figure.
 """
@@ -23,12 +23,10 @@ from tests.servers import BentoServer
 
 MODES = {
     "batched": {},
-    "unbatched": {"ASKDB_LLM_MAX_BATCH_SIZE": "1", "ASKDB_EMBED_MAX_BATCH_SIZE": "1"},
-    # /generate requests join one running decode loop (runners/config.py ASKDB_LLM_SCHEDULER)
-    "continuous": {"ASKDB_LLM_SCHEDULER": "continuous"},
+    "unbatched": {"ASKDB_EMBED_MAX_BATCH_SIZE": "1", "ASKDB_LLM_SLOTS": "1"},
 }
 BASELINE = "unbatched"
-ONLY = {"continuous": {"/generate"}}  # modes that change only some endpoints
+ONLY: dict[str, set[str]] = {}  # modes that change only some endpoints
 QUESTIONS = [
     "How many albums does each artist have?",
     "List the customers from Brazil.",

@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,7 +55,7 @@ def askdb(tag: str, device: str, env: dict[str, str]) -> Iterator[Server]:
 @contextlib.contextmanager
 def peer(path: Path, tokens: int, device: str, out: Path) -> Iterator[Server]:
     port = free_port()
-    exe = str(Path(sys.executable).with_name("transformers"))
+    exe = shutil.which("transformers") or str(Path(sys.executable).with_name("transformers"))
     cmd = [exe, "serve", str(path), "--continuous-batching", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--device", device, *(["--dtype", "bfloat16"] if device.startswith("cuda") else [])]
     log = (out / f"transformers-serve-{port}.log").open("wb")

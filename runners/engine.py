@@ -29,14 +29,16 @@ from typing import Any
 import torch
 
 from observability import llm_meter, metrics
+from runners import compiled
 from runners.admission import WaitQueue
 from runners.constrain import Constraints, fill_mask
 from runners.kv import CacheShape, SlotCache
 from runners.model import LoadedModel
+from runners.prefill import PrefillRow
 from runners.sampling import Variant
 from runners.schemas import GenRequest, GenResult, StreamEvent, TokenLogprob
 from runners.sequence import Seq, Sink, failed
-from runners.step import PrefillRow, Step
+from runners.step import Step
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +53,12 @@ class Engine:
         max_waiting: int = 256,
         graphs: bool = True,
         tag: str = "local",
+        compile: bool = False,
     ) -> None:
         self.lm, self.tag = lm, tag
         self.context = min(context or lm.context_length, lm.context_length)
         self.cache = SlotCache(CacheShape.of(lm.model.config), slots, self.context, lm.dtype, lm.device)
-        self.step = Step(lm, self.cache, graphs)
+        self.step = Step(lm, self.cache, graphs, compile, prefill_chunk)
         self.chunk = prefill_chunk
         self.rows: list[Seq | None] = [None] * slots
         self._free = list(range(slots))  # a heap: the lowest free slot first keeps steps small
@@ -71,9 +74,41 @@ class Engine:
         self._eos = frozenset(lm.eos_ids)
         self._backend = lm.tokenizer._tokenizer  # tokenizers' Rust tokenizer, for DecodeStream
         self.steps_run = 0  # decode steps so far (tests and benchmarks read it)
+        # events made during an iteration, per consumer event loop, handed over together at its end
+        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, StreamEvent]]] = {}
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="askdb-engine", daemon=True)
         self._thread.start()
+
+    @torch.inference_mode()
+    def warm_up(self, max_keys: int, cache_dir: str = "") -> dict[str, Any]:
+        """Before the first request: compile (or load compiled kernels from `cache_dir`) and
+        capture the decode graphs for key lengths up to `max_keys`, timing each part."""
+        t0 = time.perf_counter()
+        compiling = self.step.compiled
+        cache = compiled.cache_file(
+            cache_dir if compiling else "", self.tag, self.lm.device, self.lm.dtype, self.slots, self.context
+        )
+        loaded = compiled.load(cache)
+        state = ("from cache" if loaded else "yes") if compiling else "no"
+        if compiling:
+            try:
+                self.step.warm_prefill()
+                self.step.warm(self.step.key_sizes[0], [Variant()])  # compiles the decode forward
+            except Exception as err:  # serve uncompiled rather than not at all
+                log.exception("torch.compile failed; the engine runs the model uncompiled")
+                self.step.uncompile()
+                compiling, state = False, f"failed ({type(err).__name__})"
+        t1 = time.perf_counter()
+        graphs = self.step.warm(max_keys, [Variant(), Variant(sample=True)])
+        if compiling and not loaded:
+            compiled.save(cache)
+        return {
+            "compiled": state,
+            "graphs": graphs,
+            "prefill_s": t1 - t0,
+            "decode_s": time.perf_counter() - t1,
+        }
 
     def close(self) -> None:
         """Stop the loop (requests still running end as cancelled) so the memory can go."""
@@ -142,7 +177,14 @@ class Engine:
     async def stream(self, req: GenRequest, live: bool = True) -> AsyncIterator[StreamEvent]:
         """Events of one request (see `submit`); leaving the iteration early cancels it."""
         loop, queue = asyncio.get_running_loop(), asyncio.Queue[StreamEvent]()
-        self.submit(req, lambda event: loop.call_soon_threadsafe(queue.put_nowait, event), live)
+
+        def sink(event: StreamEvent) -> None:
+            if threading.current_thread() is self._thread:  # batched: one wake-up per iteration
+                self._outbox.setdefault(loop, []).append((queue, event))
+            else:
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        self.submit(req, sink, live)
         done = False
         try:
             while not done:
@@ -200,6 +242,7 @@ class Engine:
             left.end("cancelled")
         for seq in [s for s in self.rows if s is not None]:
             seq.end("cancelled")
+        self._publish()
 
     def _busy(self) -> bool:
         return any(s is not None for s in self.rows)
@@ -271,6 +314,8 @@ class Engine:
         width = 0
         for seq in self._prefilling:
             n = min(seq.remaining_prompt, self.chunk)
+            if len(rows) == self.step.prefiller.max_rows:
+                break
             if rows and (n > width or n <= width // 2 or (len(rows) + 1) * width > self.chunk):
                 continue
             width = width or n
@@ -354,6 +399,10 @@ class Engine:
         return TokenLogprob(token=decode([int(row[0])]), logprob=row[1], top=top)
 
     def _publish(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        for loop, items in outbox.items():
+            with contextlib.suppress(RuntimeError):  # that consumer's loop has closed
+                loop.call_soon_threadsafe(_deliver, items)
         running = sum(s is not None for s in self.rows)
         metrics.engine_rows.set(running)
         metrics.engine_waiting.set(len(self._queue) + len(self._inbox))
@@ -369,6 +418,7 @@ def from_loaded(lm: LoadedModel, **overrides: Any) -> Engine:
         "prefill_chunk": config.LLM_PREFILL_CHUNK,
         "max_waiting": config.LLM_MAX_WAITING,
         "graphs": config.LLM_GRAPHS,
+        "compile": config.LLM_COMPILE,
     }
     return Engine(lm, **{**settings, **overrides})
 
@@ -376,6 +426,11 @@ def from_loaded(lm: LoadedModel, **overrides: Any) -> Engine:
 def load(path: str, **overrides: Any) -> Engine:
     """An engine over the stored model at `path`, with runners/config.py's settings."""
     return from_loaded(LoadedModel.load(path), **overrides)
+
+
+def _deliver(items: list[tuple[asyncio.Queue, StreamEvent]]) -> None:
+    for queue, event in items:
+        queue.put_nowait(event)
 
 
 def _seed(seed: int | None) -> int:

@@ -31,11 +31,18 @@ ATTENTION_TYPES = {"full_attention", "sliding_attention"}
 
 @dataclass
 class Window:
-    """Which slots the next forward touches, where each row writes, and how many keys it reads."""
+    """Which slots the next forward touches, where each row writes, and which keys it reads.
+
+    Lengths travel as tensor shapes, not Python ints, so a compiled forward sees them as dynamic
+    sizes instead of constants to recompile for."""
 
     rows: torch.Tensor | None = None  # None: slots 0..b-1 (decode); else slot ids [n] (prefill)
     write: torch.Tensor = field(default_factory=lambda: torch.zeros(1, 1, dtype=torch.long))  # [n, q]
-    kv_len: int = 1
+    span: torch.Tensor = field(default_factory=lambda: torch.zeros(1, dtype=torch.long))  # key positions
+
+    @property
+    def kv_len(self) -> int:
+        return self.span.shape[0]
 
 
 class SlotLayer(CacheLayerMixin):
@@ -59,11 +66,13 @@ class SlotLayer(CacheLayerMixin):
             keys, values = self.keys[:b], self.values[:b]
             keys.scatter_(2, w.write[:, None, :, None].expand_as(key_states), key_states)
             values.scatter_(2, w.write[:, None, :, None].expand_as(value_states), value_states)
-            return keys[:, :, : w.kv_len], values[:, :, : w.kv_len]
+            n = w.span.shape[0]
+            return keys[:, :, :n], values[:, :, :n]
         slots = w.rows[:, None]
         self.keys[slots, :, w.write] = key_states.transpose(1, 2)
         self.values[slots, :, w.write] = value_states.transpose(1, 2)
-        return self.keys[w.rows, :, : w.kv_len], self.values[w.rows, :, : w.kv_len]
+        n = w.span.shape[0]
+        return self.keys[w.rows, :, :n], self.values[w.rows, :, :n]
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         return self.window.kv_len, 0
@@ -117,7 +126,10 @@ class SlotCache(Cache):
     def __init__(
         self, shape: CacheShape, slots: int, context: int, dtype: torch.dtype, device: torch.device
     ) -> None:
-        self.window = Window(write=torch.zeros(1, 1, dtype=torch.long, device=device))
+        self.positions = torch.arange(context, device=device)  # windows' spans are views of it
+        self.window = Window(
+            write=torch.zeros(1, 1, dtype=torch.long, device=device), span=self.positions[:1]
+        )
         self.shape, self.slots, self.context = shape, slots, context
         per_layer_k = slots * shape.kv_heads * context * shape.k_dim
         per_layer_v = slots * shape.kv_heads * context * shape.v_dim
@@ -137,10 +149,17 @@ class SlotCache(Cache):
         """A position rows write to when they must write somewhere harmless (see the invariant)."""
         return self.context - 1
 
-    def masks(self, positions: torch.Tensor, kv_len: int, dtype: torch.dtype) -> torch.Tensor | dict:
-        """Additive masks [n, 1, q, kv_len] for queries at `positions` [n, q]: each query sees the
-        keys at or before its own position (and within the sliding window on sliding layers)."""
-        keys = torch.arange(kv_len, device=positions.device)
+    def open(self, rows: torch.Tensor | None, write: torch.Tensor, kv_len: int) -> torch.Tensor:
+        """Point the next forward at `rows` (None: slots 0..b-1) writing at `write` [n, q], reading
+        keys 0..kv_len-1; returns those key positions."""
+        w = self.window
+        w.rows, w.write, w.span = rows, write, self.positions[:kv_len]
+        return w.span
+
+    def masks(self, positions: torch.Tensor, keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | dict:
+        """Additive masks [n, 1, q, len(keys)] for queries at `positions` [n, q] over key positions
+        `keys`: each query sees the keys at or before its own position (and within the sliding
+        window on sliding layers)."""
         query = positions[:, None, :, None]
         visible = keys <= query
         blocked = torch.finfo(dtype).min

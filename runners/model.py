@@ -10,9 +10,45 @@ from typing import Any
 
 import torch
 import transformers
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from runners import device as device_mod
 from runners.schemas import GenRequest
+
+SLOT_ATTENTION = "askdb_sdpa"
+
+
+def slot_attention(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers' sdpa attention, except that a one-token query with grouped KV heads always
+    attends the cache's KV heads directly (query heads folded onto them). transformers does that
+    only when not compiling; compiled, it would copy every key and value once per query group."""
+    groups = getattr(module, "num_key_value_groups", 1)
+    if query.shape[2] == 1 and groups > 1 and kwargs.get("position_bias") is None:
+        b, heads, _, dim = query.shape
+        packed = query.reshape(b, heads // groups, groups, dim)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            packed, key, value, attn_mask=attention_mask, scale=scaling
+        )
+        return out.reshape(b, heads, 1, value.shape[-1]).transpose(1, 2).contiguous(), None
+    return sdpa_attention_forward(
+        module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+    )
+
+
+AttentionInterface.register(SLOT_ATTENTION, slot_attention)
+# masks as for sdpa, where transformers makes them itself (the engine passes its own)
+AttentionMaskInterface.register(SLOT_ATTENTION, sdpa_mask)
 
 
 @dataclass
@@ -38,6 +74,9 @@ class LoadedModel:
 
     @classmethod
     def wrap(cls, model: Any, tokenizer: Any) -> LoadedModel:
+        model.requires_grad_(False)  # serving only: no autograd state anywhere
+        if model.config._attn_implementation == "sdpa":
+            model.config._attn_implementation = SLOT_ATTENTION
         context = int(getattr(model.config, "max_position_embeddings", 2048))
         return cls(model, tokenizer, next(model.parameters()).device, context)
 

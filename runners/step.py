@@ -15,13 +15,13 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from runners.kv import SlotCache
 from runners.model import LoadedModel
+from runners.prefill import Prefill, PrefillRow
 from runners.sampling import TOP_LOGPROBS, Variant, sample
 
 log = logging.getLogger(__name__)
@@ -49,17 +49,10 @@ def fit(buckets: list[int], n: int) -> int:
     return next(b for b in buckets if b >= n)
 
 
-@dataclass
-class PrefillRow:
-    slot: int
-    tokens: list[int]  # this chunk of the prompt
-    start: int  # position of the chunk's first token
-    last: bool  # the chunk ends the prompt: sample the first token
-    activate: bool  # join decoding at once (no grammar: its next mask needs no host step)
-
-
 class Step:
-    def __init__(self, lm: LoadedModel, cache: SlotCache, graphs: bool) -> None:
+    def __init__(
+        self, lm: LoadedModel, cache: SlotCache, graphs: bool, compile: bool = False, chunk: int = 256
+    ) -> None:
         self.lm, self.cache = lm, cache
         self.model, self.dev, self.dtype = lm.model, lm.device, lm.dtype
         slots = cache.slots
@@ -81,11 +74,22 @@ class Step:
         if "logits_to_keep" in params:
             self._kw["logits_to_keep"] = 1
         self.graphs = graphs and self.dev.type == "cuda"
+        # torch.compile fuses the model's many small kernels (a decode step of an eager 16-layer
+        # Llama is ~600 launches); one dynamic-shape compile serves every bucket, then the decode
+        # step is captured as CUDA graphs over the compiled kernels
+        self.compiled = compile
+        self.forward = torch.compile(self._forward, dynamic=True) if compile else self._forward
+        # compiled code specialises sizes 0 and 1: pad every size to 2 or more, so one compiled
+        # graph serves decode and one prefill, whatever the number of rows or tokens
+        self.min_size = 2 if compile else 1
         self._graphs: dict[tuple[int, int, Variant], torch.cuda.CUDAGraph] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.graphs else None
-        self.slot_sizes = slot_buckets(slots)
+        self.slot_sizes = [b for b in slot_buckets(slots) if b >= self.min_size] or [slots]
         self.key_sizes = length_buckets(cache.context)
         self.captured_s = 0.0
+        self.prefiller = Prefill(
+            cache, lambda: self.forward, self.key_sizes, chunk, self.graphs, self.min_size, self._pool
+        )
 
     # ---- host -> device: per-slot parameters and state ------------------------------------------
     def set_slots(self, slots: list[int], **columns: list[float] | list[int]) -> None:
@@ -101,15 +105,15 @@ class Step:
         self.bitmask[:rows].copy_(host[:rows], non_blocking=True)
 
     # ---- decode ------------------------------------------------------------------------------
-    def _logits(self, ids: torch.Tensor, positions: torch.Tensor, kv_len: int) -> torch.Tensor:
-        mask = self.cache.masks(positions, kv_len, self.dtype)
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Last-position logits of the model over the open window (compiled when asked)."""
+        mask = self.cache.masks(positions, keys, self.dtype)
         out = self.model(input_ids=ids, position_ids=positions, attention_mask=mask, **self._kw)
         return out.logits[:, -1]
 
     def _decode(self, b: int, kv_len: int, variant: Variant) -> None:
-        window = self.cache.window
-        window.rows, window.write, window.kv_len = None, self.pos[:b, None], kv_len
-        logits = self._logits(self.ids[:b, None], self.pos[:b, None], kv_len)
+        keys = self.cache.open(None, self.pos[:b, None], kv_len)
+        logits = self.forward(self.ids[:b, None], self.pos[:b, None], keys)
         packed = sample(
             logits, self.temp[:b], self.top_p[:b], self.seeds[:b], self.steps[:b], variant, self.bitmask[:b]
         )
@@ -122,7 +126,8 @@ class Step:
     def decode(self, rows: int, max_pos: int, variant: Variant) -> int:
         """One token for every active slot below `rows`; returns the slot bucket it ran over."""
         if not self.graphs:  # eager: exact shapes cost nothing extra
-            self._decode(rows, max_pos + 1, variant)
+            rows = min(max(rows, self.min_size), self.cache.slots)
+            self._decode(rows, max(max_pos + 1, self.min_size), variant)
             return rows
         key = (fit(self.slot_sizes, rows), fit(self.key_sizes, max_pos + 1), variant)
         graph = self._graphs.get(key) or self.capture(*key)
@@ -164,25 +169,23 @@ class Step:
         torch.cuda.synchronize()
         return len(self._graphs)
 
+    def uncompile(self) -> None:
+        """Back to the eager forward (after a failed compile); graphs already captured go."""
+        self.forward, self.compiled = self._forward, False
+        self._graphs.clear()
+
+    def warm_prefill(self) -> None:
+        """Compile the prefill forward now (two padding rows: they write only to scratch)."""
+        pad = PrefillRow(0, [0] * 16, 0, last=False, activate=False, dummy=True)
+        self.prefill([pad, pad], Variant())
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize()
+
     # ---- prefill -----------------------------------------------------------------------------
     def prefill(self, rows: list[PrefillRow], variant: Variant) -> None:
-        """One chunk for each row, left-padded to a common width so every row's last token is the
-        last column (one logits row each). Padding writes to the scratch position and looks at
-        position 0 only, so it disturbs nothing and stays finite."""
-        n, width = len(rows), max(len(r.tokens) for r in rows)
-        ids = torch.zeros(n, width, dtype=torch.long)
-        positions = torch.zeros(n, width, dtype=torch.long)
-        write = torch.full((n, width), self.cache.scratch, dtype=torch.long)
-        for i, r in enumerate(rows):
-            pad = width - len(r.tokens)
-            ids[i, pad:] = torch.tensor(r.tokens)
-            positions[i, pad:] = torch.arange(r.start, r.start + len(r.tokens))
-            write[i, pad:] = positions[i, pad:]
-        kv_len = max(r.start + len(r.tokens) for r in rows)
-        slots = torch.tensor([r.slot for r in rows], dtype=torch.long).to(self.dev, non_blocking=True)
-        window = self.cache.window
-        window.rows, window.write, window.kv_len = slots, write.to(self.dev, non_blocking=True), kv_len
-        logits = self._logits(ids.to(self.dev, non_blocking=True), positions.to(self.dev), kv_len)
+        """One chunk for each row (runners/prefill.py); rows whose prompt it ends get their first
+        token sampled here, and those that decode at once are activated."""
+        logits, slots = self.prefiller.run(rows)
         last = [i for i, r in enumerate(rows) if r.last]
         if not last:
             return

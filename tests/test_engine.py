@@ -15,7 +15,7 @@ import transformers
 
 from models.defaults import DEFAULT_LLM_TAG
 from runners.engine import Engine
-from runners.model import LoadedModel
+from runners.model import SLOT_ATTENTION, LoadedModel
 from runners.schemas import GenRequest, GenResult, StreamEvent
 
 PROMPTS = [
@@ -51,6 +51,7 @@ def tiny(arch: str, vocab: int) -> transformers.PreTrainedModel:
         "llama": lambda: transformers.LlamaConfig(**common),
         "qwen2": lambda: transformers.Qwen2Config(**common),
         "gemma2": lambda: transformers.Gemma2Config(**common, head_dim=16, **sliding),
+        "gemma3_text": lambda: transformers.Gemma3TextConfig(**common, head_dim=16, **sliding),
         "gpt_neox": lambda: transformers.GPTNeoXConfig(
             vocab_size=vocab,
             hidden_size=64,
@@ -71,12 +72,17 @@ def tiny(arch: str, vocab: int) -> transformers.PreTrainedModel:
 def reference(
     model: transformers.PreTrainedModel, tok: transformers.PreTrainedTokenizerBase, req: GenRequest
 ) -> str:
-    """transformers' own greedy generate for this request alone."""
+    """transformers' own greedy generate for this request alone, with its own attention."""
     ids = tok(req.prompt, return_tensors="pt", add_special_tokens=False)
     eos = None if req.ignore_eos else model.generation_config.eos_token_id
-    out = model.generate(
-        **ids, max_new_tokens=req.max_new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=0
-    )
+    mine = model.config._attn_implementation
+    model.config._attn_implementation = "sdpa" if mine == SLOT_ATTENTION else mine
+    try:
+        out = model.generate(
+            **ids, max_new_tokens=req.max_new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=0
+        )
+    finally:
+        model.config._attn_implementation = mine
     return tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
@@ -116,7 +122,7 @@ def smol(
     yield Engine(lm, slots=4, context=1024, prefill_chunk=8, max_waiting=2), lm.model
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma2", "gpt_neox", "phi3"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma2", "gemma3_text", "gpt_neox", "phi3"])
 def test_greedy_matches_generate_alone_on_each_architecture(arch: str, tokenizer) -> None:
     model = tiny(arch, len(tokenizer))
     engine = Engine(LoadedModel.wrap(model, tokenizer), slots=3, context=256, prefill_chunk=8)
@@ -268,3 +274,18 @@ def test_requests_sharing_an_id_are_all_served(smol, tokenizer) -> None:
     b = GenRequest(prompt=PROMPTS[1], max_new_tokens=7, id="same")
     first, second = engine.run([a, b], timeout=120)
     assert first.text == reference(model, tokenizer, a) and second.text == reference(model, tokenizer, b)
+
+
+def test_the_compiled_forward_gives_the_same_tokens(tokenizer, tmp_path) -> None:
+    """ASKDB_LLM_COMPILE: torch.compile of the forward (one graph for decode, one for prefill, every
+    size padded to 2 or more) changes no token; its kernels are saved for the next start."""
+    model = tiny("llama", len(tokenizer))
+    eager = Engine(LoadedModel.wrap(model, tokenizer), slots=3, context=256, prefill_chunk=8)
+    compiled = Engine(LoadedModel.wrap(model, tokenizer), slots=3, context=256, prefill_chunk=8, compile=True)
+    assert compiled.warm_up(256, str(tmp_path))["compiled"] == "yes"
+    assert list(tmp_path.glob("askdb-*.bin"))  # the cache artifacts a restart loads
+    reqs = [
+        GenRequest(prompt=p, max_new_tokens=n, ignore_eos=True)
+        for p, n in zip(PROMPTS, [9, 1, 14, 5, 3], strict=True)
+    ]
+    assert [r.text for r in compiled.run(reqs, timeout=900)] == [r.text for r in eager.run(reqs)]

@@ -70,9 +70,7 @@ def test_grammar_accepts_every_gold_and_bank_query(generator: Engine, chinook_gr
         "SELECT Name FROM Artist\n\nSELECT 1",
     ],
 )
-def test_grammar_rejects_writes_and_unknown_names(
-    generator: Engine, chinook_grammar: str, sql: str
-) -> None:
+def test_grammar_rejects_writes_and_unknown_names(generator: Engine, chinook_grammar: str, sql: str) -> None:
     assert not generator.grammars.accepts(chinook_grammar, sql)
 
 

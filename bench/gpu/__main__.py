@@ -27,14 +27,15 @@ from bench.gpu.workload import prompt_of, request
 # Runner settings compared side by side; each is the environment the runner process starts with.
 VARIANTS: dict[str, dict[str, str]] = {
     "default": {},  # the engine as shipped: CUDA graphs for the decode step
-    "eager": {"ASKDB_LLM_GRAPHS": "0"},  # the same engine without graphs
+    "eager": {"ASKDB_LLM_GRAPHS": "0", "ASKDB_LLM_COMPILE": "0"},  # no graphs, no compile
+    "graphs": {"ASKDB_LLM_COMPILE": "0"},  # CUDA graphs over the uncompiled model
     "stream": {},  # the default engine through /stream (time to first token)
     # `--old-tree DIR`: a checkout from before the engine (its GPU default: adaptive batches of
     # `model.generate` with a static cache + torch.compile), served from that folder
     "old": {},
 }
 ENDPOINT = {"stream": "stream"}  # variant -> endpoint; the rest use /generate
-IN_PROCESS = ("default", "eager")  # variants the new engine can also run in this process
+IN_PROCESS = ("default", "eager", "graphs")  # variants the new engine can also run in this process
 
 
 def _ints(text: str) -> list[int]:
@@ -119,9 +120,9 @@ def bench_shape(
 ) -> None:
     import bentoml
 
+    import runners.config
     from runners import engine as llm_engine
     from runners.model import LoadedModel
-    from runners.sampling import Variant
 
     conc = _ints(args.concurrency)
     t0 = time.perf_counter()
@@ -165,8 +166,9 @@ def bench_shape(
             print(f"{name} [{variant}] in-process", flush=True)
             t0 = time.perf_counter()
             gen = llm_engine.from_loaded(lm)
-            run["graphs"] = gen.step.warm(int(os.environ.get("ASKDB_LLM_WARM_CONTEXT", 1024)), [Variant()])
+            run["warm_up"] = gen.warm_up(runners.config.LLM_WARM_CONTEXT, runners.config.LLM_COMPILE_CACHE)
             run["capture_s"] = time.perf_counter() - t0
+            print(f"  engine warm in {run['capture_s']:.1f} s: {run['warm_up']}", flush=True)
             batches = _ints(args.inprocess_batches or args.concurrency)
             if variant not in args.variants.split(",") and args.probe_batches:
                 batches = _ints(args.probe_batches)
