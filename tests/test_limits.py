@@ -3,6 +3,7 @@ body size and body time, the service's concurrency cap, and every request field'
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -155,3 +156,54 @@ def test_each_field_is_bounded_and_named(guarded: Guarded, path: str, body: dict
     r = httpx.post(f"{guarded.url}{path}", headers=guarded.auth("full"), json=body, timeout=60)
     assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
     assert field in r.text, r.text[:500]
+
+
+# Numbers that pass a plain `int`/`float` but overflow what they reach (torch's 64-bit seed, C
+# integers, float arithmetic), in JSON as a client can write it: NaN and Infinity are Python's json.
+HUGE, BELOW_INT64, INT_1E30 = str(2**64), str(-(2**63) - 1), str(10**30)
+CHAT = '{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 1, %s}'
+COMPLETION = '{"prompt": "Hi", "max_tokens": 1, "temperature": 1, %s}'
+HOSTILE_NUMBERS = [
+    *[("/v1/chat/completions", CHAT, "seed", v) for v in (HUGE, BELOW_INT64, INT_1E30, "1e30")],
+    *[("/v1/completions", COMPLETION, "seed", v) for v in (HUGE, BELOW_INT64, INT_1E30, "1e30")],
+    *[("/v1/chat/completions", CHAT, f, v) for f in ("temperature", "top_p") for v in ("NaN", "Infinity")],
+    ("/v1/chat/completions", CHAT, "top_p", "-0.0"),
+    ("/v1/chat/completions", CHAT, "top_p", "1e-400"),  # underflows to 0.0
+    *[("/v1/chat/completions", CHAT, f, HUGE) for f in ("max_tokens", "max_completion_tokens", "n")],
+    *[("/v1/completions", COMPLETION, "max_tokens", v) for v in (HUGE, "1e308", "NaN")],
+    *[("/v1/embeddings", '{"input": "a", %s}', "dimensions", v) for v in (HUGE, INT_1E30, "NaN")],
+    *[("/generate", '{"prompt": "Hi", %s}', "max_new_tokens", v) for v in (HUGE, "1e308", "NaN")],
+    *[("/generate", '{"prompt": "Hi", %s}', "temperature", v) for v in ("NaN", "Infinity", "1e308")],
+    *[("/ask", '{"question": "How many artists?", %s}', "max_rows", v) for v in (HUGE, "NaN", "1e308")],
+    *[
+        ("/ask", '{"question": "How many artists?", "options": {%s}}', f, v)
+        for f, v in [("timeout_s", "NaN"), ("timeout_s", "Infinity"), ("skeleton", "NaN"), ("examples", HUGE)]
+    ],
+    *[
+        ("/feedback", '{"request_id": "0123456789abcdef0123456789abcdef", %s}', "score", v)
+        for v in ("NaN", "Infinity", "-1e308", HUGE)
+    ],
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "template", "field", "value"),
+    HOSTILE_NUMBERS,
+    ids=[f"{p}:{f}={v[:8]}" for p, _, f, v in HOSTILE_NUMBERS],
+)
+def test_hostile_numbers_are_400_naming_the_field(
+    guarded: Guarded, path: str, template: str, field: str, value: str
+) -> None:
+    body = template % f'"{field}": {value}'
+    headers = {**guarded.auth("full"), "content-type": "application/json"}
+    r = httpx.post(f"{guarded.url}{path}", headers=headers, content=body, timeout=60)
+    assert r.status_code == 400, (r.status_code, r.text[:300])
+    assert field in r.text, r.text[:300]
+
+
+@pytest.mark.parametrize("seed", [2**63 - 1, -(2**63)])
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_seeds_across_the_whole_64_bit_range_are_served(guarded: Guarded, path: str, seed: int) -> None:
+    body = json.loads((CHAT if "chat" in path else COMPLETION) % f'"seed": {seed}')
+    r = httpx.post(f"{guarded.url}{path}", headers=guarded.auth("full"), json=body, timeout=120)
+    assert r.status_code == 200, r.text[:300]
