@@ -73,10 +73,15 @@ class AccessMiddleware:
             logger.info("API keys required (%d configured: %s)", len(self.policy.keys.keys), names)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.policy.public_paths or _preflight(scope):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         openai = scope["path"].startswith("/v1/") or scope["path"] == "/v1"
+        # error bodies in the route's shape, and /docs.json in OpenAPI 3.0 terms (api/bentoml_errors.py)
+        send = ErrorShapeFixer(send, scope["path"], scope["method"], openai).send
+        if scope["path"] in self.policy.public_paths or _preflight(scope):
+            await self.app(scope, receive, send)
+            return
         try:
             key = self._authenticate(scope)
             body = await self._read_body_in_time(scope, receive)
@@ -94,8 +99,6 @@ class AccessMiddleware:
         except Refusal as refusal:
             await _refuse(refusal, openai, send)
             return
-        if not openai:  # BentoML's own routes: make error bodies match its OpenAPI document
-            send = ErrorShapeFixer(send, scope["path"]).send
         allowed_dbs = _db_filter(scope, key)
         metered = key is not None and key.tokens_per_minute is not None
         if allowed_dbs is None and not metered:
