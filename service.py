@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api import limits
 from api.access import AccessMiddleware
+from api.bentoml_errors import quiet_client_errors
 from api.dependency import RUNNER_DOWN, unavailable
 from api.openai_app import app as openai_app
 from api.schemas import EmbedResponse, GenerateResponse, Usage
@@ -188,3 +189,4 @@ class AskDB:
 
 # API keys, per-key rate limits and databases, body size: in front of every route (api/access.py).
 AskDB.add_asgi_middleware(AccessMiddleware)
+quiet_client_errors()  # a client's 4xx is one log line, not an ERROR with a traceback

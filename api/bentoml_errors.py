@@ -12,13 +12,21 @@
 4. Starlette's router answers an unknown path (404) or a wrong method (405) in text/plain ("Not
    Found"), unlike every other error: it becomes JSON in the route's shape (OpenAI's under /v1),
    with the status and the `Allow` header kept.
+5. BentoML logs every error it catches in a handler at ERROR with a traceback, a client's validation
+   400 or NotFound included (`log_exception`, bentoml/_internal/server/http_app.py): a client's
+   mistake is rewritten into one WARNING line (method, path, status, the field), so real errors,
+   which keep their traceback, stand out.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from bentoml.exceptions import BentoMLException
+from pydantic import ValidationError
 
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
@@ -155,3 +163,47 @@ def _header(start: Message, name: bytes) -> str:
 
 def _media_type(start: Message) -> bytes:
     return _header(start, b"content-type").split(";")[0].strip().lower().encode()
+
+
+HANDLER_LOGGER = "bentoml._internal.server.http_app"  # where log_exception writes
+
+
+class ClientErrorLogFilter(logging.Filter):
+    """Turns log_exception's ERROR + traceback for a client error (status < 500) into one WARNING line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        status = _client_status(exc)
+        if status is None or exc is None:
+            return True  # a real error: logged as BentoML logs it, traceback and all
+        args = record.args if isinstance(record.args, tuple) and len(record.args) == 2 else ("?", "?")
+        path, method = args  # log_exception's "Exception on %s [%s]"
+        record.msg, record.args = "client error: %s %s -> %d: %s", (method, path, status, _reason(exc))
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_client_errors() -> None:
+    """Install the filter (once per process; service.py does it on import)."""
+    logger = logging.getLogger(HANDLER_LOGGER)
+    if not any(isinstance(f, ClientErrorLogFilter) for f in logger.filters):
+        logger.addFilter(ClientErrorLogFilter())
+
+
+def _client_status(exc: BaseException | None) -> int | None:
+    if isinstance(exc, ValidationError):
+        return 400  # BentoML's answer to a request that fails its input model
+    if isinstance(exc, BentoMLException) and int(exc.error_code) < 500:
+        return int(exc.error_code)
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_input=False, include_url=False)  # no request values in the log
+        first = errors[0] if errors else {}
+        field = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return f"{field}: {first.get('msg', 'invalid')}{more}"
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

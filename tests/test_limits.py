@@ -207,3 +207,33 @@ def test_seeds_across_the_whole_64_bit_range_are_served(guarded: Guarded, path: 
     body = json.loads((CHAT if "chat" in path else COMPLETION) % f'"seed": {seed}')
     r = httpx.post(f"{guarded.url}{path}", headers=guarded.auth("full"), json=body, timeout=120)
     assert r.status_code == 200, r.text[:300]
+
+
+def test_bad_requests_log_one_line_without_a_traceback(guarded: Guarded) -> None:
+    """A client's 4xx is one WARNING line (method, path, status, field); BentoML logged an ERROR with
+    a traceback for each, which buried the real errors."""
+    log = guarded.server.log_path
+    start = log.stat().st_size
+    bad = [
+        ("/generate", {"prompt": "hi", "max_new_tokens": MAX_NEW_TOKENS + 1}, "400: max_new_tokens"),
+        ("/schema", {"db": "d" * 65}, "400: db"),
+        ("/feedback", {"request_id": "0" * 32, "score": 2}, "400: score"),
+        ("/ask", {"question": "How many artists?", "db": "no_such_db"}, "404: "),
+    ]
+    for path, body, _ in bad:
+        r = httpx.post(f"{guarded.url}{path}", headers=guarded.auth("full"), json=body, timeout=60)
+        assert 400 <= r.status_code < 500, r.text
+    expected = [f"POST {path} -> {tail}" for path, _, tail in bad]
+    deadline = time.monotonic() + 10
+    while True:  # the worker's log handler writes asynchronously: poll, bounded
+        with log.open("rb") as f:
+            f.seek(start)
+            new = f.read().decode(errors="replace")
+        if all(e in new for e in expected) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert "Traceback" not in new and "Exception on" not in new, new[-3000:]
+    lines = new.splitlines()
+    for e in expected:
+        found = [line for line in lines if e in line]
+        assert len(found) == 1 and "[WARNING]" in found[0] and len(found[0]) < 400, (e, found)
