@@ -14,7 +14,7 @@ from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import Field
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import limits
+from api import http_protocol, limits
 from api.access import AccessMiddleware
 from api.bentoml_errors import quiet_client_errors
 from api.dependency import RUNNER_DOWN, unavailable
@@ -190,3 +190,4 @@ class AskDB:
 # API keys, per-key rate limits and databases, body size: in front of every route (api/access.py).
 AskDB.add_asgi_middleware(AccessMiddleware)
 quiet_client_errors()  # a client's 4xx is one log line, not an ERROR with a traceback
+http_protocol.install()  # header timeout and size limit, before any ASGI code (api/http_protocol.py)

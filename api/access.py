@@ -97,7 +97,7 @@ class AccessMiddleware:
             if key is not None:
                 self._admit(key)
         except Refusal as refusal:
-            await _refuse(refusal, openai, send)
+            await send_refusal(refusal, openai, send)
             return
         allowed_dbs = _db_filter(scope, key)
         metered = key is not None and key.tokens_per_minute is not None
@@ -257,7 +257,7 @@ def _replay(body: bytes | None, receive: Receive) -> Receive:
     return replay
 
 
-async def _refuse(refusal: Refusal, openai: bool, send: Send) -> None:
+async def send_refusal(refusal: Refusal, openai: bool, send: Send) -> None:
     if openai:
         error = {"message": refusal.message, "type": refusal.kind, "param": None, "code": refusal.code}
     else:

@@ -7,7 +7,7 @@ Keys (each at least 16 characters, as api/auth.py requires):
 - `hashed`: given in a key file by its sha256 only.
 Caps: ASKDB_MAX_NEW_TOKENS=4, ASKDB_MAX_EMBED_TEXTS=16 and ASKDB_MAX_EMBED_TEXT_CHARS=1000 (keep
 fuzzed generation and embedding cheap: the schema bounds what the fuzzer sends), ASKDB_MAX_CONCURRENCY=2,
-ASKDB_BODY_TIMEOUT_S=3, ASKDB_MAX_BODY_BYTES=1 MiB.
+ASKDB_BODY_TIMEOUT_S=3, ASKDB_HEADER_TIMEOUT_S=3, ASKDB_MAX_BODY_BYTES=1 MiB, ASKDB_MAX_HEADER_BYTES=16 KiB.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ KEYS = {
 }
 MAX_BODY_BYTES = 1024 * 1024
 BODY_TIMEOUT_S = 3
+HEADER_TIMEOUT_S = 3
+MAX_HEADER_BYTES = 16 * 1024
 MAX_CONCURRENCY = 2
 MAX_NEW_TOKENS = 4
 MAX_EMBED_TEXTS = 16
@@ -71,6 +73,8 @@ def guarded_env(key_file: Path) -> dict[str, str]:
         "ASKDB_MAX_EMBED_TEXT_CHARS": str(MAX_EMBED_TEXT_CHARS),
         "ASKDB_MAX_CONCURRENCY": str(MAX_CONCURRENCY),
         "ASKDB_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        "ASKDB_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+        "ASKDB_MAX_HEADER_BYTES": str(MAX_HEADER_BYTES),
         "ASKDB_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
     }
 
