@@ -58,7 +58,9 @@ def open_database(name: str) -> dbconfig.Database:
 @bentoml.asgi_app(openai_app, path="/v1")  # OpenAI-compatible API (api/openai_app.py)
 @bentoml.service(
     name="askdb",
-    traffic={"timeout": limits.REQUEST_TIMEOUT_S, "max_concurrency": limits.MAX_CONCURRENCY},
+    # no traffic.max_concurrency: its middleware runs outside ours, before any key is known, so slow
+    # or refused clients held its slots; api/access.py caps requests per key and per process instead
+    traffic={"timeout": limits.REQUEST_TIMEOUT_S},
     labels={"component": "api", "owner": "askdb"},
 )
 class AskDB:

@@ -19,7 +19,8 @@ MAX_STOP_STRINGS = 4
 MAX_STOP_CHARS = 64
 MAX_EMBED_TEXTS = _int("ASKDB_MAX_EMBED_TEXTS", 256)
 MAX_EMBED_TEXT_CHARS = _int("ASKDB_MAX_EMBED_TEXT_CHARS", 8_000)
-# Requests in flight per service; past it BentoML answers 429 at once instead of queuing.
+# Requests in flight per service process (their body received); past it 429 at once instead of
+# queuing (api/access.py). Also each key's default cap (ASKDB_MAX_CONCURRENT_PER_KEY, api/auth.py).
 MAX_CONCURRENCY = _int("ASKDB_MAX_CONCURRENCY", 64)
 # The API service waits on runners; its own timeout must cover a full LLM batch plus queueing.
 REQUEST_TIMEOUT_S = _int("ASKDB_REQUEST_TIMEOUT_S", 600)

@@ -4,8 +4,10 @@ body size and body time, the service's concurrency cap, and every request field'
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -20,6 +22,7 @@ from tests.guarded import (
     MAX_NEW_TOKENS,
     Guarded,
 )
+from tests.metrics_util import sample_sum
 
 
 def test_requests_per_minute(guarded: Guarded) -> None:
@@ -74,11 +77,11 @@ def test_body_size_limit(guarded: Guarded, chunked: bool) -> None:
     assert "ASKDB_MAX_BODY_BYTES" in r.json()["error"]["message"]
 
 
-def _start_slow_upload(guarded: Guarded) -> tuple[socket.socket, bytes]:
-    """A request whose headers are sent and whose body is not (yet): it holds a concurrency slot."""
+def _start_slow_upload(guarded: Guarded, key: str = "full") -> tuple[socket.socket, bytes]:
+    """A request whose headers are sent and whose body is not (yet): it holds one of its key's slots."""
     body = b'{"texts": ["slow"]}'
     head = (
-        f"POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {guarded.keys['full']}\r\n"
+        f"POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {guarded.keys[key]}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
     sock = socket.create_connection(("127.0.0.1", guarded.server.port), timeout=60)
@@ -96,6 +99,8 @@ def _response_of(sock: socket.socket) -> tuple[int, bytes]:
 
 
 def test_concurrency_cap_refuses_at_once_and_recovers(guarded: Guarded) -> None:
+    """The `full` key's cap is the service's (ASKDB_MAX_CONCURRENCY, no ASKDB_MAX_CONCURRENT_PER_KEY):
+    its slow uploads hold its slots, the next request of the key is refused at once."""
     held = [_start_slow_upload(guarded) for _ in range(MAX_CONCURRENCY)]
     started = time.monotonic()
     embed = f"{guarded.url}/embed"
@@ -121,6 +126,79 @@ def test_concurrency_cap_refuses_at_once_and_recovers(guarded: Guarded) -> None:
     assert (
         httpx.post(embed, headers=guarded.auth("full"), json={"texts": ["a"]}, timeout=60).status_code == 200
     )
+
+
+def test_a_limited_keys_slow_uploads_leave_other_keys_served(guarded: Guarded) -> None:
+    """`slow` (3 requests/min) opens 30 slow uploads: 27 are refused at once, from their headers
+    alone; the 3 admitted ones wait for their body without holding any of the service's slots, so
+    other keys' /generate calls are served meanwhile (before: they filled BentoML's cap, others 429)."""
+    warm = httpx.post(
+        f"{guarded.url}/generate", headers=guarded.auth("full"), json={"prompt": "Hi"}, timeout=120
+    )
+    assert warm.status_code == 200  # a cold runner's first call could outlast the body timeout below
+    uploads = [sock for sock, _ in (_start_slow_upload(guarded, "slow") for _ in range(30))]
+    started = time.monotonic()
+    answered: list[socket.socket] = []
+    while len(answered) < 27 and time.monotonic() - started < 1.5:  # refused at once: poll, bounded
+        readable, _, _ = select.select([s for s in uploads if s not in answered], [], [], 0.1)
+        answered += readable
+    assert len(answered) == 27, len(answered)
+    held = [s for s in uploads if s not in answered]
+    assert not select.select(held, [], [], 0)[0]  # the 3 admitted uploads are still waiting for their body
+    generate = f"{guarded.url}/generate"
+    with ThreadPoolExecutor(MAX_CONCURRENCY) as pool:  # as many as the service's cap allows at once
+        calls = [
+            pool.submit(httpx.post, generate, headers=guarded.auth(k), json={"prompt": "Hi"}, timeout=60)
+            for k in ("full", "hashed")
+        ]
+        served = [c.result() for c in calls]
+    # admitted within a moment of being sent, while the uploads were held: not refused by the cap
+    assert [r.status_code for r in served] == [200, 200], [r.text for r in served]
+    refused = [_response_of(s) for s in answered]
+    assert all(status == 429 and b"requests_per_minute=3" in body for status, body in refused), refused
+    assert [_response_of(s)[0] for s in held] == [408] * 3  # cut off after ASKDB_BODY_TIMEOUT_S
+
+
+def test_max_concurrent_per_key_refuses_at_once_with_retry_after(guarded: Guarded) -> None:
+    sock, rest = _start_slow_upload(guarded, "conc")  # `conc` may have 1 request in flight
+    for _ in range(3):
+        t0 = time.monotonic()
+        r = httpx.post(
+            f"{guarded.url}/embed", headers=guarded.auth("conc"), json={"texts": ["a"]}, timeout=30
+        )
+        assert r.status_code == 429 and time.monotonic() - t0 < 1.0, r.text
+        assert "max_concurrent=1" in r.json()["error"]["message"] and int(r.headers["retry-after"]) >= 1
+    other = httpx.post(
+        f"{guarded.url}/embed", headers=guarded.auth("full"), json={"texts": ["a"]}, timeout=60
+    )
+    assert other.status_code == 200
+    sock.sendall(rest)
+    assert _response_of(sock)[0] == 200
+    r = httpx.post(f"{guarded.url}/embed", headers=guarded.auth("conc"), json={"texts": ["a"]}, timeout=60)
+    assert r.status_code == 200, r.text  # its slot was given back
+
+
+def test_service_cap_counts_requests_past_their_body(guarded: Guarded) -> None:
+    """Two keys' /ask calls fill ASKDB_MAX_CONCURRENCY=2: a third key is refused at once, in askdb's
+    shape with Retry-After, while health stays outside the cap."""
+    body = {"question": "How many albums does each artist have?", "options": {"max_attempts": 2}}
+    gauge = "bentoml_service_request_in_progress"
+    with ThreadPoolExecutor(2) as pool:
+        asks = [
+            pool.submit(httpx.post, f"{guarded.url}/ask", headers=guarded.auth(k), json=body, timeout=300)
+            for k in ("scoped", "hashed")
+        ]
+        while sample_sum(guarded.url, gauge, gauge, endpoint="/ask", runner_name="askdb") < 2:
+            assert not any(a.done() for a in asks), [a.result().text for a in asks if a.done()]
+            time.sleep(0.05)  # poll /metrics (outside the cap) until both are in flight
+        t0 = time.monotonic()
+        r = httpx.post(f"{guarded.url}/databases", headers=guarded.auth("full"), json={}, timeout=30)
+        assert r.status_code == 429 and time.monotonic() - t0 < 1.0, r.text
+        assert "ASKDB_MAX_CONCURRENCY" in r.json()["error"]["message"] and int(r.headers["retry-after"]) >= 1
+        assert httpx.get(f"{guarded.url}/readyz").status_code == 200
+        assert all(a.result().status_code in (200, 422) for a in asks)
+    r = httpx.post(f"{guarded.url}/databases", headers=guarded.auth("full"), json={}, timeout=30)
+    assert r.status_code == 200  # both slots given back
 
 
 LONG = "x" * 40_000
