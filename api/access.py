@@ -26,7 +26,7 @@ from api import limits
 from api.auth import ApiKey, KeyRing, bearer_token
 from api.bentoml_errors import ErrorShapeFixer
 from api.ratelimit import InFlight, RateLimiter
-from api.usage import UsageMeter
+from api.usage import UsageMeter, open_ledger
 
 logger = logging.getLogger("bentoml.askdb.access")  # under bentoml: its log handlers apply
 
@@ -137,11 +137,14 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         meter = UsageMeter(send, databases=allowed_dbs)
+        ledger = open_ledger(scope) if metered else None  # streams count here as tokens arrive
         try:
             await self.app(scope, receive, meter.send)
         finally:
-            if key is not None and metered and meter.tokens:
-                self.policy.limiter.charge_tokens(key.name, meter.tokens)
+            # Also when the client left mid-stream: what was generated for it is spent.
+            tokens = max(meter.tokens, ledger.total if ledger is not None else 0)
+            if key is not None and metered and tokens:
+                self.policy.limiter.charge_tokens(key.name, tokens)
 
     def _authenticate(self, scope: Scope) -> ApiKey | None:
         if not self.policy.keys.enabled:
