@@ -217,7 +217,7 @@ class AccessMiddleware:
         return True
 
     async def _read_body_in_time(self, scope: Scope, receive: Receive) -> bytes | None:
-        # A client trickling its body would hold a concurrency slot until the request timeout.
+        # A client trickling its body would hold its key's slot and a connection until the request timeout.
         try:
             return await asyncio.wait_for(self._read_body(scope, receive), self.policy.body_timeout_s)
         except TimeoutError:
