@@ -4,7 +4,7 @@ BentoML 1.4 starts uvicorn itself (`_bentoml_impl/worker/service.py`) with no wa
 and uvicorn has no header timeout: its keep-alive timer is cancelled by the first byte, so a client
 trickling header bytes held a connection for ever, and h11 parses a head of any size that arrives
 whole. `install()` (called when service.py is imported, before BentoML builds uvicorn's Config) makes
-uvicorn's "auto" HTTP protocol this h11 subclass, which
+uvicorn's "auto" HTTP protocol this h11 subclass (in every worker that imports it, the runners' too), which
 - closes a connection whose head is not complete `ASKDB_HEADER_TIMEOUT_S` after the connection
   opened (408 when part of a request came, silently when none did) or, on a kept-alive connection,
   after the next head's first byte (until then uvicorn's keep-alive timeout closes an idle one);
