@@ -14,8 +14,9 @@ from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import Field
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import limits
+from api import http_protocol, limits
 from api.access import AccessMiddleware
+from api.bentoml_errors import quiet_client_errors
 from api.dependency import RUNNER_DOWN, unavailable
 from api.openai_app import app as openai_app
 from api.schemas import EmbedResponse, GenerateResponse, Usage
@@ -59,7 +60,9 @@ def open_database(name: str) -> dbconfig.Database:
 @bentoml.asgi_app(openai_app, path="/v1")  # OpenAI-compatible API (api/openai_app.py)
 @bentoml.service(
     name="askdb",
-    traffic={"timeout": limits.REQUEST_TIMEOUT_S, "max_concurrency": limits.MAX_CONCURRENCY},
+    # no traffic.max_concurrency: its middleware runs outside ours, before any key is known, so slow
+    # or refused clients held its slots; api/access.py caps requests per key and per process instead
+    traffic={"timeout": limits.REQUEST_TIMEOUT_S},
     labels={"component": "api", "owner": "askdb"},
 )
 class AskDB:
@@ -195,3 +198,5 @@ class AskDB:
 AskDB.add_asgi_middleware(CancelOnDisconnect)
 # API keys, per-key rate limits and databases, body size: in front of every route (api/access.py).
 AskDB.add_asgi_middleware(AccessMiddleware)
+quiet_client_errors()  # a client's 4xx is one log line, not an ERROR with a traceback
+http_protocol.install()  # header timeout and size limit, before any ASGI code (api/http_protocol.py)

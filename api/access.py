@@ -1,9 +1,15 @@
 """The ASGI middleware in front of every AskDB route: API key, rate limits, body size, databases.
 
 Registered on the service with `AskDB.add_asgi_middleware(AccessMiddleware)`; BentoML places it
-inside its own timeout and `traffic.max_concurrency` middlewares, so it also guards the mounted
-OpenAI-compatible app under /v1. Errors come in the route's shape: OpenAI's
-`{"error": {"message", "type", "param", "code"}}` under /v1, `{"error": {"type", "message"}}` elsewhere.
+inside its own timeout middleware, so it also guards the mounted OpenAI-compatible app under /v1.
+Errors come in the route's shape: OpenAI's `{"error": {"message", "type", "param", "code"}}` under
+/v1, `{"error": {"type", "message"}}` elsewhere.
+
+Order, so that a client's slow or refused requests cannot take capacity from others: the key and its
+per-minute limits and `max_concurrent` are checked from the headers alone, before the body is read
+(each request of a key holds one of its slots from then until its response ends); the service's own
+cap (`ASKDB_MAX_CONCURRENCY`, in place of BentoML's `traffic.max_concurrency`, which counted
+connections before any key was known) only counts requests whose body has arrived.
 """
 
 from __future__ import annotations
@@ -16,10 +22,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from api import limits
 from api.auth import ApiKey, KeyRing, bearer_token
 from api.bentoml_errors import ErrorShapeFixer
-from api.ratelimit import RateLimiter
-from api.usage import UsageMeter
+from api.ratelimit import InFlight, RateLimiter
+from api.usage import UsageMeter, open_ledger
 
 logger = logging.getLogger("bentoml.askdb.access")  # under bentoml: its log handlers apply
 
@@ -29,9 +36,11 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 ALWAYS_PUBLIC = frozenset({"/livez", "/readyz", "/healthz"})
+UNCAPPED = ALWAYS_PUBLIC | {"/metrics"}  # outside the service's concurrency cap, as BentoML's had them
 DB_ROUTES = frozenset({"/ask", "/schema"})  # requests that name a database in their `db` field
 DEFAULT_DB = "chinook"  # API.md's default for `db`
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+RETRY_SLOT_S = 1  # a slot frees when any request ends: no better estimate than "soon"
 
 
 @dataclass
@@ -40,7 +49,9 @@ class AccessPolicy:
     max_body_bytes: int = 4 * 1024 * 1024
     body_timeout_s: float = 30.0
     public_paths: frozenset[str] = ALWAYS_PUBLIC
+    max_concurrency: int = limits.MAX_CONCURRENCY  # requests in flight past their body, per process
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    in_flight: InFlight = field(default_factory=InFlight)
 
     @classmethod
     def from_env(cls) -> AccessPolicy:
@@ -73,12 +84,32 @@ class AccessMiddleware:
             logger.info("API keys required (%d configured: %s)", len(self.policy.keys.keys), names)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.policy.public_paths or _preflight(scope):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         openai = scope["path"].startswith("/v1/") or scope["path"] == "/v1"
+        # error bodies in the route's shape, and /docs.json in OpenAPI 3.0 terms (api/bentoml_errors.py)
+        send = ErrorShapeFixer(send, scope["path"], scope["method"], openai).send
+        if scope["path"] in self.policy.public_paths or _preflight(scope):
+            await self.app(scope, receive, send)
+            return
         try:
             key = self._authenticate(scope)
+            if key is not None:
+                self._admit(key)  # from the headers: a refused or slow client reads no body
+        except Refusal as refusal:
+            await send_refusal(refusal, openai, send)
+            return
+        try:
+            await self._serve(scope, receive, send, key, openai)
+        finally:
+            if key is not None:
+                self.policy.in_flight.leave_key(key.name)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, key: ApiKey | None, openai: bool
+    ) -> None:
+        try:
             body = await self._read_body_in_time(scope, receive)
             db = _requested_db(scope, body) if key is not None and key.databases is not None else None
             if db is not None and key is not None and not key.may_use(db):
@@ -89,24 +120,31 @@ class AccessMiddleware:
                     f"this API key may not use database '{db}' (allowed: {allowed})",
                     "database_not_allowed",
                 )
-            if key is not None:
-                self._admit(key)
+            slot = self._take_service_slot(scope)
         except Refusal as refusal:
-            await _refuse(refusal, openai, send)
+            await send_refusal(refusal, openai, send)
             return
-        if not openai:  # BentoML's own routes: make error bodies match its OpenAPI document
-            send = ErrorShapeFixer(send, scope["path"]).send
+        try:
+            await self._call_app(scope, _replay(body, receive), send, key)
+        finally:
+            if slot:
+                self.policy.in_flight.leave()
+
+    async def _call_app(self, scope: Scope, receive: Receive, send: Send, key: ApiKey | None) -> None:
         allowed_dbs = _db_filter(scope, key)
         metered = key is not None and key.tokens_per_minute is not None
         if allowed_dbs is None and not metered:
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, receive, send)
             return
         meter = UsageMeter(send, databases=allowed_dbs)
+        ledger = open_ledger(scope) if metered else None  # streams count here as tokens arrive
         try:
-            await self.app(scope, _replay(body, receive), meter.send)
+            await self.app(scope, receive, meter.send)
         finally:
-            if key is not None and metered and meter.tokens:
-                self.policy.limiter.charge_tokens(key.name, meter.tokens)
+            # Also when the client left mid-stream: what was generated for it is spent.
+            tokens = max(meter.tokens, ledger.total if ledger is not None else 0)
+            if key is not None and metered and tokens:
+                self.policy.limiter.charge_tokens(key.name, tokens)
 
     def _authenticate(self, scope: Scope) -> ApiKey | None:
         if not self.policy.keys.enabled:
@@ -138,8 +176,20 @@ class AccessMiddleware:
         return key
 
     def _admit(self, key: ApiKey) -> None:
+        """One of `key`'s in-flight slots and one request of its per-minute allowance, or a 429."""
+        cap = key.max_concurrent or self.policy.max_concurrency
+        if not self.policy.in_flight.enter_key(key.name, cap):
+            raise Refusal(
+                429,
+                "rate_limit_exceeded",
+                f"too many requests in flight: max_concurrent={cap} for API key '{key.name}'; "
+                f"retry after {RETRY_SLOT_S} s",
+                "concurrency_limit_exceeded",
+                {"retry-after": str(RETRY_SLOT_S)},
+            )
         decision = self.policy.limiter.admit(key.name, key.requests_per_minute, key.tokens_per_minute)
         if not decision.allowed:
+            self.policy.in_flight.leave_key(key.name)
             limit = (
                 key.requests_per_minute if decision.limit == "requests_per_minute" else key.tokens_per_minute
             )
@@ -152,8 +202,22 @@ class AccessMiddleware:
                 {"retry-after": str(decision.retry_after_s)},
             )
 
+    def _take_service_slot(self, scope: Scope) -> bool:
+        if scope["path"] in UNCAPPED:
+            return False  # monitoring must see a saturated service
+        if not self.policy.in_flight.enter(self.policy.max_concurrency):
+            raise Refusal(
+                429,
+                "rate_limit_exceeded",
+                f"the service is at its limit of {self.policy.max_concurrency} requests in flight "
+                f"(ASKDB_MAX_CONCURRENCY); retry after {RETRY_SLOT_S} s",
+                "server_busy",
+                {"retry-after": str(RETRY_SLOT_S)},
+            )
+        return True
+
     async def _read_body_in_time(self, scope: Scope, receive: Receive) -> bytes | None:
-        # A client trickling its body would hold a concurrency slot until the request timeout.
+        # A client trickling its body would hold its key's slot and a connection until the request timeout.
         try:
             return await asyncio.wait_for(self._read_body(scope, receive), self.policy.body_timeout_s)
         except TimeoutError:
@@ -254,7 +318,7 @@ def _replay(body: bytes | None, receive: Receive) -> Receive:
     return replay
 
 
-async def _refuse(refusal: Refusal, openai: bool, send: Send) -> None:
+async def send_refusal(refusal: Refusal, openai: bool, send: Send) -> None:
     if openai:
         error = {"message": refusal.message, "type": refusal.kind, "param": None, "code": refusal.code}
     else:

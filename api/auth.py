@@ -4,11 +4,13 @@ Keys come from `ASKDB_API_KEYS` (comma-separated keys, or a JSON list of key spe
 `ASKDB_API_KEY_FILE` (a YAML or JSON file: a list of key specs, or `{"keys": [...]}`). A key spec:
 
     {"name": "analytics", "key": "...", "databases": ["chinook"],
-     "requests_per_minute": 60, "tokens_per_minute": 20000}
+     "requests_per_minute": 60, "tokens_per_minute": 20000, "max_concurrent": 8}
 
 `sha256` (hex digest of the key) may stand instead of `key`, so a key file need not hold secrets.
 `databases` omitted or `["*"]` means every database. Limits omitted fall back to
-`ASKDB_RATE_REQUESTS_PER_MIN` / `ASKDB_RATE_TOKENS_PER_MIN` (unset or 0: unlimited).
+`ASKDB_RATE_REQUESTS_PER_MIN` / `ASKDB_RATE_TOKENS_PER_MIN` (unset or 0: unlimited); `max_concurrent`
+(requests of the key in flight, its body still arriving included) to `ASKDB_MAX_CONCURRENT_PER_KEY`
+(unset or 0: the service's cap, ASKDB_MAX_CONCURRENCY).
 Only the key's name ever reaches logs and errors, never the key.
 """
 
@@ -38,6 +40,7 @@ class KeySpec(BaseModel):
     databases: list[str] | None = None
     requests_per_minute: int | None = Field(default=None, ge=0)
     tokens_per_minute: int | None = Field(default=None, ge=0)
+    max_concurrent: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _one_secret(self) -> KeySpec:
@@ -55,6 +58,7 @@ class ApiKey:
     databases: frozenset[str] | None  # None: every database
     requests_per_minute: int | None
     tokens_per_minute: int | None
+    max_concurrent: int | None = None  # None: the service's cap
 
     def may_use(self, db: str) -> bool:
         return self.databases is None or db in self.databases
@@ -105,7 +109,12 @@ class KeyRing:
         except ValidationError as exc:
             # The message names the field; pydantic leaves the secret out since it is a SecretStr.
             raise ValueError(f"invalid API key configuration: {_brief(exc)}") from None
-        defaults = (_int(env, "ASKDB_RATE_REQUESTS_PER_MIN"), _int(env, "ASKDB_RATE_TOKENS_PER_MIN"))
+        # Limits for keys that set none; ASKDB_MAX_CONCURRENT_PER_KEY unset: the service's own cap.
+        defaults = (
+            _int(env, "ASKDB_RATE_REQUESTS_PER_MIN"),
+            _int(env, "ASKDB_RATE_TOKENS_PER_MIN"),
+            _int(env, "ASKDB_MAX_CONCURRENT_PER_KEY"),
+        )
         return cls([_build(i, spec, defaults) for i, spec in enumerate(specs, start=1)])
 
 
@@ -141,7 +150,7 @@ def _specs(data: object) -> list[KeySpec]:
     return [KeySpec.model_validate(item) for item in data]
 
 
-def _build(index: int, spec: KeySpec, defaults: tuple[int | None, int | None]) -> ApiKey:
+def _build(index: int, spec: KeySpec, defaults: tuple[int | None, int | None, int | None]) -> ApiKey:
     secret = spec.key.get_secret_value() if spec.key is not None else None
     dbs = spec.databases
     return ApiKey(
@@ -150,6 +159,7 @@ def _build(index: int, spec: KeySpec, defaults: tuple[int | None, int | None]) -
         databases=None if dbs is None or ALL_DATABASES in dbs else frozenset(dbs),
         requests_per_minute=_limit(spec.requests_per_minute, defaults[0]),
         tokens_per_minute=_limit(spec.tokens_per_minute, defaults[1]),
+        max_concurrent=_limit(spec.max_concurrent, defaults[2]),
     )
 
 

@@ -9,13 +9,24 @@
 3. The document declares OpenAPI 3.0.2 but embeds pydantic's JSON Schema 2020-12 keywords, which
    3.0 reads differently or not at all (`exclusiveMinimum: 0` is a boolean flag in 3.0, `const` does
    not exist): they are rewritten in 3.0's terms, so generated clients and validators agree.
+4. Starlette's router answers an unknown path (404) or a wrong method (405) in text/plain ("Not
+   Found"), unlike every other error: it becomes JSON in the route's shape (OpenAI's under /v1),
+   with the status and the `Allow` header kept.
+5. BentoML logs every error it catches in a handler at ERROR with a traceback, a client's validation
+   400 or NotFound included (`log_exception`, bentoml/_internal/server/http_app.py): a client's
+   mistake is rewritten into one WARNING line (method, path, status, the field), so real errors,
+   which keep their traceback, stand out.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from bentoml.exceptions import BentoMLException
+from pydantic import ValidationError
 
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
@@ -69,25 +80,47 @@ def _as_openapi30(node: Any) -> Any:
     return out
 
 
-class ErrorShapeFixer:
-    """An ASGI `send` that rewrites BentoML error bodies (status >= 400) and /docs.json, as above."""
+def plain_error(status: int, method: str, path: str, allow: str, openai: bool) -> dict:
+    """The JSON for a router's text/plain error: what was asked, and what would have worked."""
+    shown = path[:200]
+    if status == 405:
+        kind, message = "method_not_allowed", f"method {method} is not allowed on {shown}; use {allow or '?'}"
+    elif status == 404:
+        kind, message = "not_found", f"no route {method} {shown}; GET /docs.json lists the routes"
+    else:
+        kind, message = "http_error", f"{method} {shown} failed with HTTP {status}"
+    if openai:
+        return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": kind}}
+    return {"error": {"type": kind, "message": message}}
 
-    def __init__(self, send: Send, path: str) -> None:
+
+class ErrorShapeFixer:
+    """An ASGI `send` that rewrites error bodies and /docs.json, as above. `openai`: a /v1 route, whose
+    FastAPI app shapes its own JSON errors; only the router's plain-text ones are rewritten there."""
+
+    def __init__(self, send: Send, path: str, method: str = "", openai: bool = False) -> None:
         self._send = send
+        self._path, self._method, self._openai = path, method, openai
         self._document = path.rstrip("/") == "/docs.json"
         self._start: Message | None = None
+        self._plain = False
         self._body = bytearray()
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             status = message.get("status", 200)
             wanted = status >= 400 or (self._document and status == 200)
-            if wanted and _is_json(message):
+            kind = _media_type(message)
+            if wanted and kind == b"application/json" and not self._openai:
                 self._start = message  # held: the body's length may change
+                return
+            if status >= 400 and kind == b"text/plain":
+                self._start, self._plain = message, True
                 return
         elif message["type"] == "http.response.body" and self._start is not None:
             self._body += message.get("body", b"")
-            if len(self._body) > MAX_BUFFER:
+            if len(self._body) > MAX_BUFFER:  # too big to be an error we know: passed on as it is
+                self._plain = False
                 await self._flush(bytes(self._body), more=message.get("more_body", False))
                 return
             if not message.get("more_body", False):
@@ -96,6 +129,11 @@ class ErrorShapeFixer:
         await self._send(message)
 
     def _rewrite(self, body: bytes) -> bytes:
+        if self._plain:
+            assert self._start is not None
+            allow = _header(self._start, b"allow")
+            status = self._start.get("status", 500)
+            return json.dumps(plain_error(status, self._method, self._path, allow, self._openai)).encode()
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError):
@@ -106,15 +144,66 @@ class ErrorShapeFixer:
     async def _flush(self, body: bytes, *, more: bool) -> None:
         start, self._start = self._start, None
         assert start is not None
-        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        dropped = (b"content-length", b"content-type") if self._plain else (b"content-length",)
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in dropped]
+        if self._plain:
+            headers.append((b"content-type", b"application/json"))
         if not more:
             headers.append((b"content-length", str(len(body)).encode()))
         await self._send({**start, "headers": headers})
         await self._send({"type": "http.response.body", "body": body, "more_body": more})
 
 
-def _is_json(start: Message) -> bool:
+def _header(start: Message, name: bytes) -> str:
     for key, value in start.get("headers", []):
-        if key.lower() == b"content-type":
-            return value.split(b";")[0].strip().lower() == b"application/json"
-    return False
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return ""
+
+
+def _media_type(start: Message) -> bytes:
+    return _header(start, b"content-type").split(";")[0].strip().lower().encode()
+
+
+HANDLER_LOGGER = "bentoml._internal.server.http_app"  # where log_exception writes
+
+
+class ClientErrorLogFilter(logging.Filter):
+    """Turns log_exception's ERROR + traceback for a client error (status < 500) into one WARNING line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        status = _client_status(exc)
+        if status is None or exc is None:
+            return True  # a real error: logged as BentoML logs it, traceback and all
+        args = record.args if isinstance(record.args, tuple) and len(record.args) == 2 else ("?", "?")
+        path, method = args  # log_exception's "Exception on %s [%s]"
+        record.msg, record.args = "client error: %s %s -> %d: %s", (method, path, status, _reason(exc))
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_client_errors() -> None:
+    """Install the filter (once per process; service.py does it on import)."""
+    logger = logging.getLogger(HANDLER_LOGGER)
+    if not any(isinstance(f, ClientErrorLogFilter) for f in logger.filters):
+        logger.addFilter(ClientErrorLogFilter())
+
+
+def _client_status(exc: BaseException | None) -> int | None:
+    if isinstance(exc, ValidationError):
+        return 400  # BentoML's answer to a request that fails its input model
+    if isinstance(exc, BentoMLException) and int(exc.error_code) < 500:
+        return int(exc.error_code)
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_input=False, include_url=False)  # no request values in the log
+        first = errors[0] if errors else {}
+        field = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return f"{field}: {first.get('msg', 'invalid')}{more}"
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

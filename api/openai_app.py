@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import bentoml
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from api import openai_errors as errors
 from api.openai_schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Message
 from api.openai_sse import chat_stream, completion_stream
+from api.usage import ledger_of
 from providers import LOCAL, PROVIDER_KEY, chat_model, router
 from providers.local import local_tag
 from runners import client as runner_client
@@ -77,7 +78,7 @@ async def list_models() -> dict:
 
 
 @app.post("/chat/completions", response_model=None, responses=STREAMS)
-async def chat_completions(body: ChatCompletionRequest) -> JSONResponse | StreamingResponse:
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
     model = chat_model(body.model, await local_aliases())
     params: dict[str, Any] = {
         "max_tokens": body.budget(),
@@ -104,7 +105,8 @@ async def chat_completions(body: ChatCompletionRequest) -> JSONResponse | Stream
             return errors.upstream(exc, body.model or router().config.default)
         provider = first.response_metadata.get(PROVIDER_KEY, LOCAL)
         name = _answered_model(body.model, provider, tag)
-        sse = chat_stream(first, chunks, cid, created, name, provider, body.include_usage())
+        ledger = ledger_of(request.scope)  # the key's tokens/min meter (api/access.py), if it has one
+        sse = chat_stream(first, chunks, cid, created, name, provider, body.include_usage(), ledger)
         return StreamingResponse(sse, media_type="text/event-stream", headers={PROVIDER_HEADER: provider})
     try:
         answer = await model.ainvoke(messages, **params)
@@ -133,7 +135,7 @@ async def chat_completions(body: ChatCompletionRequest) -> JSONResponse | Stream
 
 
 @app.post("/completions", response_model=None, responses=STREAMS)
-async def completions(body: CompletionRequest) -> JSONResponse | StreamingResponse:
+async def completions(body: CompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
     aliases = await local_aliases()
     if body.model not in (None, LOCAL, *aliases):
         router().plan(body.model, aliases)  # 404 for unknown names
@@ -159,7 +161,8 @@ async def completions(body: CompletionRequest) -> JSONResponse | StreamingRespon
         {PROVIDER_HEADER: LOCAL},
     )
     if body.stream:
-        sse = completion_stream(_service().llm, job, cid, created, tag, body.include_usage())
+        ledger = ledger_of(request.scope)
+        sse = completion_stream(_service().llm, job, cid, created, tag, body.include_usage(), ledger)
         first = await anext(sse)  # a rejected prompt is a 400, not a broken stream
         return StreamingResponse(_prepend(first, sse), media_type="text/event-stream", headers=headers)
     result = await runner_client.generate(_service().llm, job)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from annotated_types import MaxLen, MinLen
+from annotated_types import Ge, Le, MaxLen, MinLen
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api import limits
@@ -17,6 +17,9 @@ from api import limits
 Text = Annotated[str, MaxLen(limits.MAX_PROMPT_CHARS)]
 Stop = Annotated[str, MinLen(1), MaxLen(limits.MAX_STOP_CHARS)]
 MAX_MESSAGES = 256
+# torch seeds are 64-bit: a seed past that failed the runner's whole batch (503 for every request in it)
+Seed = Annotated[int, Ge(-(2**63)), Le(2**63 - 1)]
+MAX_DIMENSIONS = 65_536  # more than any embedding model has; a bound keeps the field a plain number
 DEFAULT_MAX_TOKENS = min(256, limits.MAX_NEW_TOKENS)  # a default within the configured cap
 
 
@@ -47,7 +50,7 @@ class _Sampling(BaseModel):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     stop: Stop | Annotated[list[Stop], MaxLen(limits.MAX_STOP_STRINGS)] | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     n: int = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -121,7 +124,7 @@ class EmbeddingRequest(BaseModel):
     input: EmbedText | Annotated[list[EmbedText], MinLen(1), MaxLen(limits.MAX_EMBED_TEXTS)]
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: int | None = Field(None, ge=1, le=MAX_DIMENSIONS)
     user: str | None = None
 
     @model_validator(mode="before")

@@ -1,7 +1,9 @@
 """Server-sent events in OpenAI's streaming format: `data: {chunk}` lines, then `data: [DONE]`.
 
 When the client goes away Starlette cancels the response task; the cancellation unwinds these
-generators and the ones they read, which closes the runner's stream and frees its batch row.
+generators and the ones they read, which closes the runner's stream and frees its batch row. Each
+event's running token counts go into the request's TokenLedger (api/usage.py) before the event is
+sent, so a key's tokens/min limit is charged for what was generated even when no usage chunk is.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 
 from api.openai_errors import error_body
+from api.usage import TokenLedger
 from providers.local import runner_events
 from runners import client as runner_client
 from runners.schemas import GenRequest
 
 log = logging.getLogger("askdb.openai")
 DONE = "data: [DONE]\n\n"
+TOKENS_SO_FAR = "askdb_tokens_so_far"  # providers/local.py's running counts on each chunk
 
 
 def sse(payload: dict) -> str:
@@ -30,6 +34,17 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def _record(ledger: TokenLedger | None, piece: BaseMessage) -> None:
+    """A chunk's counts so far into the ledger: the final usage, else the local runner's running ones."""
+    if ledger is None:
+        return
+    usage = getattr(piece, "usage_metadata", None)
+    if usage:
+        ledger.update(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+    elif isinstance(so_far := piece.response_metadata.get(TOKENS_SO_FAR), dict):
+        ledger.update(so_far.get("prompt_tokens", 0), so_far.get("completion_tokens", 0))
+
+
 async def chat_stream(
     first: BaseMessage,
     rest: AsyncGenerator[BaseMessage, None],
@@ -38,6 +53,7 @@ async def chat_stream(
     model: str,
     provider: str,
     include_usage: bool,
+    ledger: TokenLedger | None = None,
 ) -> AsyncIterator[str]:
     base = {
         "id": cid,
@@ -50,6 +66,7 @@ async def chat_stream(
     def chunk(delta: dict, finish: str | None = None) -> str:
         return sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 
+    _record(ledger, first)  # before the first event leaves: a client may go right after it
     yield chunk({"role": "assistant", "content": ""})
     usage: dict[str, Any] = {}
     finish = "stop"
@@ -61,6 +78,7 @@ async def chat_stream(
 
     try:
         async for piece in everything():
+            _record(ledger, piece)
             if piece.content:
                 yield chunk({"content": str(piece.content)})
             usage = getattr(piece, "usage_metadata", None) or usage
@@ -84,13 +102,21 @@ async def chat_stream(
 
 
 async def completion_stream(
-    runner: Any, job: GenRequest, cid: str, created: int, model: str, include_usage: bool
+    runner: Any,
+    job: GenRequest,
+    cid: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+    ledger: TokenLedger | None = None,
 ) -> AsyncIterator[str]:
     """Text-completion chunks straight from the runner's stream (no chat template)."""
     base = {"id": cid, "object": "text_completion", "created": created, "model": model}
     events = runner_events(runner, job)
     try:
         async for event in events:
+            if ledger is not None:  # every event carries the runner's counts so far
+                ledger.update(event.get("prompt_tokens", 0), event.get("completion_tokens", 0))
             reason = event.get("finish_reason")
             if reason == "error":
                 runner_client.raise_for(event.get("code"), event.get("error"))

@@ -109,3 +109,35 @@ class RateLimiter:
 def _ceil_s(seconds: float) -> int:
     # Retry-After is whole seconds; never 0, or clients would retry at once and be refused again.
     return max(1, math.ceil(seconds))
+
+
+@dataclass
+class InFlight:
+    """Requests in flight, per key and for the whole process: a slot is taken at once or refused.
+    Used from one event loop (one per worker), so a check and its increment are never interleaved."""
+
+    total: int = 0
+    _per_key: dict[str, int] = field(default_factory=dict)
+
+    def enter_key(self, key: str, cap: int) -> bool:
+        held = self._per_key.get(key, 0)
+        if held >= cap:
+            return False
+        self._per_key[key] = held + 1
+        return True
+
+    def leave_key(self, key: str) -> None:
+        held = self._per_key.get(key, 0) - 1
+        if held > 0:
+            self._per_key[key] = held
+        else:
+            self._per_key.pop(key, None)
+
+    def enter(self, cap: int) -> bool:
+        if self.total >= cap:
+            return False
+        self.total += 1
+        return True
+
+    def leave(self) -> None:
+        self.total = max(0, self.total - 1)

@@ -3,6 +3,9 @@
 Token counts are read from the response's `usage` object (API.md: /generate, /ask and the OpenAI
 routes all report one), in JSON bodies and in `data:` lines of event streams (the OpenAI stream's
 final chunk carries `usage` when the client asks for it). Nothing is buffered past what is needed.
+A stream without that chunk, or one its client left, is metered by its TokenLedger instead: the
+middleware puts one in the request's ASGI scope (`scope["state"]`, what `request.state` reads), the
+stream generators (api/openai_sse.py) update it from the runner's running counts as events arrive.
 """
 
 from __future__ import annotations
@@ -10,12 +13,45 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_JSON_BYTES = 8 * 1024 * 1024  # past this a JSON body is passed on without being read
+
+
+LEDGER = "askdb_token_ledger"  # its key in scope["state"]
+
+
+@dataclass
+class TokenLedger:
+    """Tokens generated for one request so far, from cumulative counts (the largest seen wins)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def update(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self.prompt_tokens = max(self.prompt_tokens, prompt_tokens)
+        self.completion_tokens = max(self.completion_tokens, completion_tokens)
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def open_ledger(scope: MutableMapping[str, Any]) -> TokenLedger:
+    ledger = TokenLedger()
+    scope.setdefault("state", {})[LEDGER] = ledger
+    return ledger
+
+
+def ledger_of(scope: MutableMapping[str, Any]) -> TokenLedger | None:
+    """The request's ledger, where the middleware opened one (keys with a tokens/min limit)."""
+    state = scope.get("state")
+    found = state.get(LEDGER) if isinstance(state, dict) else None
+    return found if isinstance(found, TokenLedger) else None
 
 
 def usage_tokens(payload: object) -> int:

@@ -3,8 +3,13 @@
 The SQL is parsed with sqlglot in the target dialect and rendered again from the syntax tree (without
 comments), so what runs is exactly what was checked. Accepted: one SELECT, WITH ... SELECT or set
 operation (UNION / INTERSECT / EXCEPT). Refused: everything else, and inside an accepted query any
-data-modifying node (a PostgreSQL CTE can hold a DELETE), SELECT ... INTO, FOR UPDATE/SHARE, system
-catalogs, and functions that reach files, the server, sessions or other connections.
+data-modifying node (a PostgreSQL CTE can hold a DELETE), SELECT ... INTO, FOR UPDATE/SHARE.
+Allow-lists, not deny-lists, decide what a query may read: FROM/JOIN name only the database's own
+tables (the caller passes the reflected names, what /schema shows) or CTEs the query defines, a
+table-valued function only when listed, and a function only when sqlglot models it (an exp.Func
+subclass, minus those that report on the server or the session) or it is on a short list of
+harmless named ones. The old deny rules (system catalogs, pg_*/sqlite_*/pragma_* names, file and
+server functions) stay as a second line.
 
 The LIMIT is added or clamped to max_rows + 1: the one extra row lets execute tell the caller the
 result was truncated without ever reading more than that.
@@ -13,12 +18,14 @@ result was truncated without ever reading more than that.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any
 
 import sqlglot
 from langchain_core.runnables import RunnableLambda
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
+from sqlglot.optimizer.scope import traverse_scope
 
 DIALECTS = {"sqlite": "sqlite", "postgresql": "postgres", "postgres": "postgres"}
 
@@ -161,9 +168,24 @@ SAFE_ANONYMOUS = frozenset(
     }
 )
 
+# Modelled functions that report on the server, the session or the connection, not on the data
+# (current_user, current_schema, current_database, version, ...); the clock ones are data enough.
+_CLOCK = frozenset(
+    {"CurrentDate", "CurrentDatetime", "CurrentTime", "CurrentTimestamp", "CurrentTimestampLTZ"}
+)
+SERVER_FUNCTIONS: frozenset[type[exp.Func]] = frozenset(
+    f for f in exp.ALL_FUNCTIONS if f.__name__.startswith(("Current", "Session")) and f.__name__ not in _CLOCK
+)
+KNOWN_FUNCTIONS: frozenset[type[exp.Func]] = frozenset(exp.ALL_FUNCTIONS) - SERVER_FUNCTIONS
+# Table-valued functions a FROM may call: they only reshape their arguments.
+TABLE_FUNCTIONS = frozenset({"json_each", "json_tree", "generate_series", "exploding_generate_series"})
+# Schema qualifiers that mean "this database's own tables" (SQLite's main, PostgreSQL's public).
+OWN_SCHEMAS = frozenset({"", "main", "public"})
+
 _TOKEN_REPR = re.compile(r"<Token [^>]*?text: ([^,]*),[^>]*>")
 QUERY_STARTS = frozenset({"SELECT", "WITH", "("})
 SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast", "sqlite_temp_master"})
+SYSTEM_PREFIXES = ("pg_", "sqlite_", "pragma_")  # catalogs, statistics views, table-valued pragmas
 
 
 class ParseError(ValueError):
@@ -234,29 +256,66 @@ def _function_name(node: exp.Func) -> str:
 
 def _check_function(node: exp.Func, sql: str) -> None:
     name = _function_name(node)
-    if name in DENIED_FUNCTIONS or name.startswith(DENIED_PREFIXES):
+    if name in DENIED_FUNCTIONS or name.startswith(DENIED_PREFIXES) or type(node) in SERVER_FUNCTIONS:
         raise Refused(f"function {name}() is not allowed: it reaches files, the server or the session", sql)
-    if isinstance(node, exp.Anonymous) and name not in SAFE_ANONYMOUS:
+    if isinstance(node, exp.Anonymous):
+        known = name in SAFE_ANONYMOUS or name in TABLE_FUNCTIONS
+    else:
+        known = type(node) in KNOWN_FUNCTIONS
+    if not known:
         raise Refused(f"function {name}() is not on the list of allowed functions", sql)
 
 
-def _check_table(node: exp.Table, sql: str) -> None:
-    schema = (node.db or "").lower()
-    name = node.name.lower()
-    if schema in SYSTEM_SCHEMAS or name.startswith(("pg_", "sqlite_")) or name in SYSTEM_SCHEMAS:
+def _cte_references(root: exp.Expression) -> set[int]:
+    """ids of the Table nodes that name a CTE visible where they stand (sqlglot's scope rules: a
+    non-recursive CTE does not see itself, so `WITH t AS (SELECT * FROM t)` reads a real table t)."""
+    try:
+        scopes = traverse_scope(root)
+    except SqlglotError:
+        return set()  # every name is then checked as a table: stricter, never looser
+    # By the table's own name, never its alias: `FROM cte, secret AS cte` must not pass `secret` off.
+    return {
+        id(table)
+        for scope in scopes
+        for table in scope.tables
+        if not table.db and table.name in scope.cte_sources
+    }
+
+
+def _check_table(node: exp.Table, sql: str, tables: frozenset[str], ctes: set[int]) -> None:
+    if isinstance(node.this, exp.Func):  # a table-valued function: pragma_table_info(...), pg_ls_dir(...)
+        name = _function_name(node.this)
+        if name not in TABLE_FUNCTIONS:
+            raise Refused(f"table-valued function {name}() is not allowed; query the database's tables", sql)
+        return
+    if node.args.get("rows_from"):
+        return  # ROWS FROM (f(...), ...): each function is a Table node of its own
+    schema, name = (node.db or "").lower(), node.name.lower()
+    if schema in SYSTEM_SCHEMAS or name.startswith(SYSTEM_PREFIXES) or name in SYSTEM_SCHEMAS:
         raise Refused(f"system table {node.sql()} is not allowed; query the application's tables", sql)
     if node.catalog:
         raise Refused(f"table {node.sql()} names another database; only this database can be queried", sql)
+    if id(node) in ctes:
+        return
+    if schema not in OWN_SCHEMAS:
+        raise Refused(
+            f"table {node.sql()} is in schema {node.db}; only this database's tables can be queried", sql
+        )
+    if name not in tables:
+        raise Refused(f"table {node.name} is not one of this database's tables (see /schema)", sql)
 
 
-def check(tree: exp.Expression, sql: str) -> exp.Expression:
-    """Raise Refused unless `tree` is one read-only query; return the query node (parentheses removed)."""
+def check(tree: exp.Expression, sql: str, tables: Collection[str]) -> exp.Expression:
+    """Raise Refused unless `tree` is one read-only query over `tables` (the database's own table
+    names; case-insensitive); return the query node (parentheses removed)."""
     root = tree
     while isinstance(root, exp.Subquery) and not root.alias:
         root = root.this
     if not isinstance(root, exp.Select | exp.SetOperation):
         kind = tree.key.upper() if not isinstance(tree, exp.Command) else str(tree.this).upper()
         raise Refused(f"only a SELECT query is allowed, not {kind}", sql)
+    own = frozenset(t.lower() for t in tables)
+    ctes = _cte_references(root)
     for node in root.walk():
         if isinstance(node, FORBIDDEN_NODES):
             what = "SELECT ... INTO" if isinstance(node, exp.Into) else node.key.upper()
@@ -265,8 +324,11 @@ def check(tree: exp.Expression, sql: str) -> exp.Expression:
             raise Refused(f"{what} is not allowed: queries must be read-only", sql)
         if isinstance(node, exp.Func):
             _check_function(node, sql)
+        elif isinstance(node, exp.DataType) and node.sql(dialect="postgres").lower().startswith("reg"):
+            # PostgreSQL's object-identifier types (regclass, regproc, ...) look names up in the catalogs
+            raise Refused(f"type {node.sql(dialect='postgres')} reads the system catalogs", sql)
         elif isinstance(node, exp.Table):
-            _check_table(node, sql)
+            _check_table(node, sql, own, ctes)
     return root
 
 
@@ -291,20 +353,23 @@ def clamp_limit(root: exp.Expression, cap: int) -> None:
     root.set("limit", exp.Limit(expression=exp.Literal.number(keep)))
 
 
-def guard(sql: str, dialect: str, max_rows: int) -> str:
-    """The safe form of `sql` (one read-only query, LIMIT <= max_rows + 1) or Refused / ParseError."""
+def guard(sql: str, dialect: str, max_rows: int, tables: Collection[str]) -> str:
+    """The safe form of `sql` (one read-only query over `tables`, LIMIT <= max_rows + 1) or Refused /
+    ParseError. `tables`: the database's table names, as reflected (pipeline/schema.py)."""
     if max_rows < 1:
         raise ValueError("max_rows must be at least 1")
     read = sqlglot_dialect(dialect)
-    root = check(_parse(sql, read), sql)
+    root = check(_parse(sql, read), sql, tables)
     clamp_limit(root, max_rows + 1)
     return root.sql(dialect=read, comments=False)
 
 
 def as_runnable(max_rows: int = 100) -> RunnableLambda:
-    """Runnable: {"sql", "dialect", "max_rows"?} -> safe SQL string."""
+    """Runnable: {"sql", "dialect", "tables", "max_rows"?} -> safe SQL string."""
 
     def run(inputs: dict) -> str:
-        return guard(inputs["sql"], inputs["dialect"], int(inputs.get("max_rows", max_rows)))
+        return guard(
+            inputs["sql"], inputs["dialect"], int(inputs.get("max_rows", max_rows)), inputs["tables"]
+        )
 
     return RunnableLambda(run, name="guard")

@@ -60,7 +60,8 @@ def check(db: Database, sql: str | None, raw: str, max_rows: int, timeout_s: flo
     if sql is None:
         return Outcome(raw, None, kind="unanswerable", error="the model's reply contains no SQL statement")
     try:
-        safe = guard(sql, db.dialect, max_rows)
+        # the guard's allow-list: the tables /schema shows (reflected once, cached)
+        safe = guard(sql, db.dialect, max_rows, [t.name for t in describe(db).tables])
     except ParseError as err:
         return Outcome(raw, sql, kind="sql_error", error=str(err))
     except Refused as err:

@@ -66,9 +66,12 @@ class LocalChatModel(RunnerChatModel):
                 reason = event.get("finish_reason")
                 if reason == "error":
                     runner_client.raise_for(event.get("code"), event.get("error"))
-                chunk = AIMessageChunk(content=event.get("text", ""))
+                p, c = event.get("prompt_tokens", 0), event.get("completion_tokens", 0)
+                # counts so far on every chunk, so a consumer that stops early can meter them
+                # (api/openai_sse.py); LangChain sums them when it merges chunks: read them per chunk
+                so_far = {"askdb_tokens_so_far": {"prompt_tokens": p, "completion_tokens": c}}
+                chunk = AIMessageChunk(content=event.get("text", ""), response_metadata=so_far)
                 if reason is not None:
-                    p, c = event.get("prompt_tokens", 0), event.get("completion_tokens", 0)
                     chunk = AIMessageChunk(
                         content=chunk.content,
                         usage_metadata={"input_tokens": p, "output_tokens": c, "total_tokens": p + c},

@@ -4,10 +4,12 @@ Keys (each at least 16 characters, as api/auth.py requires):
 - `full`: every database, no limits (also what the fuzzing run uses);
 - `scoped`: only the `chinook` database, not `chinook_copy`;
 - `rpm`: 3 requests per minute; `tpm`: 12 tokens per minute;
+- `slow`: 3 requests per minute and up to 10 in flight; `conc`: 1 request in flight at most (the
+  slow-client tests); `stream`, `leave`: 250 tokens per minute (the streamed-token tests);
 - `hashed`: given in a key file by its sha256 only.
 Caps: ASKDB_MAX_NEW_TOKENS=4, ASKDB_MAX_EMBED_TEXTS=16 and ASKDB_MAX_EMBED_TEXT_CHARS=1000 (keep
 fuzzed generation and embedding cheap: the schema bounds what the fuzzer sends), ASKDB_MAX_CONCURRENCY=2,
-ASKDB_BODY_TIMEOUT_S=3, ASKDB_MAX_BODY_BYTES=1 MiB.
+ASKDB_BODY_TIMEOUT_S=3, ASKDB_HEADER_TIMEOUT_S=3, ASKDB_MAX_BODY_BYTES=1 MiB, ASKDB_MAX_HEADER_BYTES=16 KiB.
 """
 
 from __future__ import annotations
@@ -30,9 +32,16 @@ KEYS = {
     "rpm": "rpm-4c8e2a6f0b1d3e5a",
     "tpm": "tpm-9b3d7f1a5c2e8d4b",
     "hashed": "hashed-2e6a0c4f8b1d5e9c",
+    "slow": "slow-6d2b9f4a1c8e3d7b",
+    "conc": "conc-1a7e4c9b2f6d0a8e",
+    "stream": "stream-8c3f1b7d5a9e2c4f",
+    "leave": "leave-5e9a3d1f7b2c8e6a",
 }
+STREAM_TOKENS_PER_MIN = 250
 MAX_BODY_BYTES = 1024 * 1024
 BODY_TIMEOUT_S = 3
+HEADER_TIMEOUT_S = 3
+MAX_HEADER_BYTES = 16 * 1024
 MAX_CONCURRENCY = 2
 MAX_NEW_TOKENS = 4
 MAX_EMBED_TEXTS = 16
@@ -58,6 +67,10 @@ def guarded_env(key_file: Path) -> dict[str, str]:
         {"name": "scoped", "key": KEYS["scoped"], "databases": ["chinook"]},
         {"name": "rpm", "key": KEYS["rpm"], "requests_per_minute": 3},
         {"name": "tpm", "key": KEYS["tpm"], "tokens_per_minute": 12},
+        {"name": "slow", "key": KEYS["slow"], "requests_per_minute": 3, "max_concurrent": 10},
+        {"name": "conc", "key": KEYS["conc"], "max_concurrent": 1},
+        {"name": "stream", "key": KEYS["stream"], "tokens_per_minute": STREAM_TOKENS_PER_MIN},
+        {"name": "leave", "key": KEYS["leave"], "tokens_per_minute": STREAM_TOKENS_PER_MIN},
     ]
     sha = hashlib.sha256(KEYS["hashed"].encode()).hexdigest()
     key_file.write_text(f"keys:\n  - name: hashed\n    sha256: {sha}\n")
@@ -71,6 +84,8 @@ def guarded_env(key_file: Path) -> dict[str, str]:
         "ASKDB_MAX_EMBED_TEXT_CHARS": str(MAX_EMBED_TEXT_CHARS),
         "ASKDB_MAX_CONCURRENCY": str(MAX_CONCURRENCY),
         "ASKDB_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        "ASKDB_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+        "ASKDB_MAX_HEADER_BYTES": str(MAX_HEADER_BYTES),
         "ASKDB_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
     }
 

@@ -3,7 +3,8 @@
 Identifiers are quoted so one string means the same table in SQLite and PostgreSQL. Every entry in
 REFUSED must be refused by the guard; SLOW entries are valid read-only queries that would run for
 minutes and must be cancelled inside the time limit. WRITES are what a guard escape would try: the
-read-only connection must stop each of them on its own.
+read-only connection must stop each of them on its own. CHINOOK_TABLES is what the guard is told
+the database holds (the pipeline passes the reflected schema's names; test_guard.py checks they match).
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from __future__ import annotations
 BOTH = ("sqlite", "postgresql")
 SQLITE = ("sqlite",)
 PG = ("postgresql",)
+CHINOOK_TABLES = (
+    "Album", "Artist", "Customer", "Employee", "Genre", "Invoice", "InvoiceLine", "MediaType",
+    "Playlist", "PlaylistTrack", "Track",
+)  # fmt: skip
 
 WRITES: list[tuple[str, tuple[str, ...]]] = [
     ('DROP TABLE "Artist"', BOTH),
@@ -88,6 +93,22 @@ REFUSED: list[tuple[str, tuple[str, ...]]] = [
     ("SELECT zeroblob(1000000000)", SQLITE),
     ("SELECT hex(randomblob(1000000000))", SQLITE),
     ("SELECT sql FROM sqlite_master", SQLITE),
+    # SQLite: table-valued pragmas and catalogs read in FROM (they name files and build options)
+    ("SELECT * FROM pragma_database_list", SQLITE),
+    ("SELECT file FROM pragma_database_list", SQLITE),
+    ("SELECT * FROM pragma_compile_options", SQLITE),
+    ("SELECT * FROM main.pragma_table_list", SQLITE),
+    ('SELECT a."Name", p.* FROM "Artist" a JOIN pragma_index_list(\'Artist\') p', SQLITE),
+    ("SELECT * FROM sqlite_temp_schema", SQLITE),
+    ("SELECT * FROM temp.sqlite_master", SQLITE),
+    ("SELECT value FROM json_each(readfile('/etc/passwd'))", SQLITE),
+    ("WITH d AS (SELECT * FROM pragma_database_list) SELECT file FROM d", SQLITE),
+    # tables the schema does not have, however they are named (allow-list, not deny-list)
+    ('SELECT * FROM "Secrets"', BOTH),
+    ('SELECT "Name" FROM "Artist" UNION SELECT name FROM hidden_table', BOTH),
+    ('SELECT * FROM (WITH s AS (SELECT 1) SELECT * FROM s) q, "s"', BOTH),
+    ('WITH x AS (SELECT 1 AS a) SELECT * FROM x, "Secrets" AS x', BOTH),
+    ('SELECT * FROM "Artist" WHERE "ArtistId" IN (SELECT id FROM audit_log)', BOTH),
     ("CREATE TEMP TABLE scratch AS SELECT 1", SQLITE),
     ('CREATE TRIGGER evil AFTER INSERT ON "Artist" BEGIN DELETE FROM "Album"; END', SQLITE),
     # PostgreSQL: files, server control, other connections, SQL from strings, catalogs
@@ -114,6 +135,22 @@ REFUSED: list[tuple[str, tuple[str, ...]]] = [
     ("SELECT query FROM pg_stat_activity", PG),
     ("SELECT * FROM information_schema.tables", PG),
     ("SELECT version()", PG),
+    # PostgreSQL: the server, the session and the catalogs by any route
+    ("SELECT inet_server_addr(), inet_server_port()", PG),
+    ("SELECT current_setting('config_file')", PG),
+    ("SELECT current_user", PG),
+    ("SELECT session_user", PG),
+    ("SELECT current_database()", PG),
+    ("SELECT current_schema()", PG),
+    ("SELECT * FROM pg_stat_activity", PG),
+    ("SELECT datname FROM pg_database", PG),
+    ("SELECT name, setting FROM pg_catalog.pg_settings", PG),
+    ("SELECT column_name FROM information_schema.columns", PG),
+    ("SELECT 'pg_authid'::regclass::oid", PG),
+    ('SELECT * FROM other_schema."Artist"', PG),
+    ("SELECT * FROM \"Artist\" a, LATERAL pg_ls_dir('.') f", PG),
+    ("SELECT * FROM ROWS FROM (pg_ls_dir('.'))", PG),
+    ("WITH pg_user AS (SELECT * FROM pg_user) SELECT * FROM pg_user", PG),
     ('SELECT * FROM "Artist" FOR UPDATE', PG),
     ('SELECT * FROM "Artist" FOR SHARE', PG),
     ('DO $$ BEGIN DELETE FROM "Artist"; END $$', PG),

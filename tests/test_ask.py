@@ -15,6 +15,7 @@ from pipeline import databases
 from pipeline.ask import MAX_QUESTION_CHARS
 from pipeline.chinook import default_path
 from pipeline.guard import guard
+from tests.hostile_sql import CHINOOK_TABLES
 from tests.pg import PostgresServer, content_checksum
 from tests.servers import BentoServer
 
@@ -121,7 +122,7 @@ def _check_hostile(responses: list[httpx.Response], dialect: str) -> None:
     for question, resp in zip(HOSTILE, responses, strict=True):
         if resp.status_code == 200:  # harmless: what ran is one guarded read-only query
             sql = resp.json()["sql"]
-            assert guard(sql, dialect, 1000), question
+            assert guard(sql, dialect, 1000, CHINOOK_TABLES), question
         else:
             err = assert_error_shape(resp)
             if err["type"] == "timeout":

@@ -105,6 +105,36 @@ def test_scoped_key_reaches_only_its_databases(guarded: Guarded) -> None:
     assert {"chinook", "chinook_copy"} <= {d["name"] for d in listed}
 
 
+ROUTING_ERRORS = [
+    ("POST", "//schema", 404, None),
+    ("POST", "/SCHEMA", 404, None),
+    ("POST", "/x", 404, None),
+    ("GET", "/ask", 405, "POST"),
+    ("OPTIONS", "/ask", 405, "POST"),  # no CORS preflight headers: an ordinary wrong method
+    ("GET", "/databases", 405, "POST"),
+    ("POST", "/livez", 405, "GET"),  # health routes too
+    ("POST", "/v1/nope", 404, None),
+    ("GET", "/v1/chat/completions", 405, "POST"),
+    ("DELETE", "/v1/models", 405, "GET"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "allow"), ROUTING_ERRORS, ids=[f"{m} {p}" for m, p, _, _ in ROUTING_ERRORS]
+)
+def test_unknown_paths_and_wrong_methods_answer_json_in_the_route_shape(
+    guarded: Guarded, method: str, path: str, status: int, allow: str | None
+) -> None:
+    r = httpx.request(method, f"{guarded.url}{path}", headers=guarded.auth("full"))
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json", r.text
+    error = r.json()["error"]
+    expected = {"message", "type", "param", "code"} if path.startswith("/v1/") else {"type", "message"}
+    assert set(error) == expected and error["message"].strip()
+    if allow is not None:
+        assert allow in r.headers["allow"]
+
+
 def test_keys_never_logged(guarded: Guarded) -> None:
     wrong = "wrong-key-that-must-not-be-logged-1234"
     httpx.post(f"{guarded.url}/embed", headers={"Authorization": f"Bearer {wrong}"}, json={"texts": ["a"]})

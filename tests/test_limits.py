@@ -3,8 +3,11 @@ body size and body time, the service's concurrency cap, and every request field'
 
 from __future__ import annotations
 
+import json
+import select
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -19,6 +22,7 @@ from tests.guarded import (
     MAX_NEW_TOKENS,
     Guarded,
 )
+from tests.metrics_util import sample_sum
 
 
 def test_requests_per_minute(guarded: Guarded) -> None:
@@ -73,11 +77,11 @@ def test_body_size_limit(guarded: Guarded, chunked: bool) -> None:
     assert "ASKDB_MAX_BODY_BYTES" in r.json()["error"]["message"]
 
 
-def _start_slow_upload(guarded: Guarded) -> tuple[socket.socket, bytes]:
-    """A request whose headers are sent and whose body is not (yet): it holds a concurrency slot."""
+def _start_slow_upload(guarded: Guarded, key: str = "full") -> tuple[socket.socket, bytes]:
+    """A request whose headers are sent and whose body is not (yet): it holds one of its key's slots."""
     body = b'{"texts": ["slow"]}'
     head = (
-        f"POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {guarded.keys['full']}\r\n"
+        f"POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {guarded.keys[key]}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
     sock = socket.create_connection(("127.0.0.1", guarded.server.port), timeout=60)
@@ -95,6 +99,8 @@ def _response_of(sock: socket.socket) -> tuple[int, bytes]:
 
 
 def test_concurrency_cap_refuses_at_once_and_recovers(guarded: Guarded) -> None:
+    """The `full` key's cap is the service's (ASKDB_MAX_CONCURRENCY, no ASKDB_MAX_CONCURRENT_PER_KEY):
+    its slow uploads hold its slots, the next request of the key is refused at once."""
     held = [_start_slow_upload(guarded) for _ in range(MAX_CONCURRENCY)]
     started = time.monotonic()
     embed = f"{guarded.url}/embed"
@@ -120,6 +126,79 @@ def test_concurrency_cap_refuses_at_once_and_recovers(guarded: Guarded) -> None:
     assert (
         httpx.post(embed, headers=guarded.auth("full"), json={"texts": ["a"]}, timeout=60).status_code == 200
     )
+
+
+def test_a_limited_keys_slow_uploads_leave_other_keys_served(guarded: Guarded) -> None:
+    """`slow` (3 requests/min) opens 30 slow uploads: 27 are refused at once, from their headers
+    alone; the 3 admitted ones wait for their body without holding any of the service's slots, so
+    other keys' /generate calls are served meanwhile (before: they filled BentoML's cap, others 429)."""
+    warm = httpx.post(
+        f"{guarded.url}/generate", headers=guarded.auth("full"), json={"prompt": "Hi"}, timeout=120
+    )
+    assert warm.status_code == 200  # a cold runner's first call could outlast the body timeout below
+    uploads = [sock for sock, _ in (_start_slow_upload(guarded, "slow") for _ in range(30))]
+    started = time.monotonic()
+    answered: list[socket.socket] = []
+    while len(answered) < 27 and time.monotonic() - started < 1.5:  # refused at once: poll, bounded
+        readable, _, _ = select.select([s for s in uploads if s not in answered], [], [], 0.1)
+        answered += readable
+    assert len(answered) == 27, len(answered)
+    held = [s for s in uploads if s not in answered]
+    assert not select.select(held, [], [], 0)[0]  # the 3 admitted uploads are still waiting for their body
+    generate = f"{guarded.url}/generate"
+    with ThreadPoolExecutor(MAX_CONCURRENCY) as pool:  # as many as the service's cap allows at once
+        calls = [
+            pool.submit(httpx.post, generate, headers=guarded.auth(k), json={"prompt": "Hi"}, timeout=60)
+            for k in ("full", "hashed")
+        ]
+        served = [c.result() for c in calls]
+    # admitted within a moment of being sent, while the uploads were held: not refused by the cap
+    assert [r.status_code for r in served] == [200, 200], [r.text for r in served]
+    refused = [_response_of(s) for s in answered]
+    assert all(status == 429 and b"requests_per_minute=3" in body for status, body in refused), refused
+    assert [_response_of(s)[0] for s in held] == [408] * 3  # cut off after ASKDB_BODY_TIMEOUT_S
+
+
+def test_max_concurrent_per_key_refuses_at_once_with_retry_after(guarded: Guarded) -> None:
+    sock, rest = _start_slow_upload(guarded, "conc")  # `conc` may have 1 request in flight
+    for _ in range(3):
+        t0 = time.monotonic()
+        r = httpx.post(
+            f"{guarded.url}/embed", headers=guarded.auth("conc"), json={"texts": ["a"]}, timeout=30
+        )
+        assert r.status_code == 429 and time.monotonic() - t0 < 1.0, r.text
+        assert "max_concurrent=1" in r.json()["error"]["message"] and int(r.headers["retry-after"]) >= 1
+    other = httpx.post(
+        f"{guarded.url}/embed", headers=guarded.auth("full"), json={"texts": ["a"]}, timeout=60
+    )
+    assert other.status_code == 200
+    sock.sendall(rest)
+    assert _response_of(sock)[0] == 200
+    r = httpx.post(f"{guarded.url}/embed", headers=guarded.auth("conc"), json={"texts": ["a"]}, timeout=60)
+    assert r.status_code == 200, r.text  # its slot was given back
+
+
+def test_service_cap_counts_requests_past_their_body(guarded: Guarded) -> None:
+    """Two keys' /ask calls fill ASKDB_MAX_CONCURRENCY=2: a third key is refused at once, in askdb's
+    shape with Retry-After, while health stays outside the cap."""
+    body = {"question": "How many albums does each artist have?", "options": {"max_attempts": 2}}
+    gauge = "bentoml_service_request_in_progress"
+    with ThreadPoolExecutor(2) as pool:
+        asks = [
+            pool.submit(httpx.post, f"{guarded.url}/ask", headers=guarded.auth(k), json=body, timeout=300)
+            for k in ("scoped", "hashed")
+        ]
+        while sample_sum(guarded.url, gauge, gauge, endpoint="/ask", runner_name="askdb") < 2:
+            assert not any(a.done() for a in asks), [a.result().text for a in asks if a.done()]
+            time.sleep(0.05)  # poll /metrics (outside the cap) until both are in flight
+        t0 = time.monotonic()
+        r = httpx.post(f"{guarded.url}/databases", headers=guarded.auth("full"), json={}, timeout=30)
+        assert r.status_code == 429 and time.monotonic() - t0 < 1.0, r.text
+        assert "ASKDB_MAX_CONCURRENCY" in r.json()["error"]["message"] and int(r.headers["retry-after"]) >= 1
+        assert httpx.get(f"{guarded.url}/readyz").status_code == 200
+        assert all(a.result().status_code in (200, 422) for a in asks)
+    r = httpx.post(f"{guarded.url}/databases", headers=guarded.auth("full"), json={}, timeout=30)
+    assert r.status_code == 200  # both slots given back
 
 
 LONG = "x" * 40_000
@@ -155,3 +234,84 @@ def test_each_field_is_bounded_and_named(guarded: Guarded, path: str, body: dict
     r = httpx.post(f"{guarded.url}{path}", headers=guarded.auth("full"), json=body, timeout=60)
     assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
     assert field in r.text, r.text[:500]
+
+
+# Numbers that pass a plain `int`/`float` but overflow what they reach (torch's 64-bit seed, C
+# integers, float arithmetic), in JSON as a client can write it: NaN and Infinity are Python's json.
+HUGE, BELOW_INT64, INT_1E30 = str(2**64), str(-(2**63) - 1), str(10**30)
+CHAT = '{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 1, %s}'
+COMPLETION = '{"prompt": "Hi", "max_tokens": 1, "temperature": 1, %s}'
+HOSTILE_NUMBERS = [
+    *[("/v1/chat/completions", CHAT, "seed", v) for v in (HUGE, BELOW_INT64, INT_1E30, "1e30")],
+    *[("/v1/completions", COMPLETION, "seed", v) for v in (HUGE, BELOW_INT64, INT_1E30, "1e30")],
+    *[("/v1/chat/completions", CHAT, f, v) for f in ("temperature", "top_p") for v in ("NaN", "Infinity")],
+    ("/v1/chat/completions", CHAT, "top_p", "-0.0"),
+    ("/v1/chat/completions", CHAT, "top_p", "1e-400"),  # underflows to 0.0
+    *[("/v1/chat/completions", CHAT, f, HUGE) for f in ("max_tokens", "max_completion_tokens", "n")],
+    *[("/v1/completions", COMPLETION, "max_tokens", v) for v in (HUGE, "1e308", "NaN")],
+    *[("/v1/embeddings", '{"input": "a", %s}', "dimensions", v) for v in (HUGE, INT_1E30, "NaN")],
+    *[("/generate", '{"prompt": "Hi", %s}', "max_new_tokens", v) for v in (HUGE, "1e308", "NaN")],
+    *[("/generate", '{"prompt": "Hi", %s}', "temperature", v) for v in ("NaN", "Infinity", "1e308")],
+    *[("/ask", '{"question": "How many artists?", %s}', "max_rows", v) for v in (HUGE, "NaN", "1e308")],
+    *[
+        ("/ask", '{"question": "How many artists?", "options": {%s}}', f, v)
+        for f, v in [("timeout_s", "NaN"), ("timeout_s", "Infinity"), ("skeleton", "NaN"), ("examples", HUGE)]
+    ],
+    *[
+        ("/feedback", '{"request_id": "0123456789abcdef0123456789abcdef", %s}', "score", v)
+        for v in ("NaN", "Infinity", "-1e308", HUGE)
+    ],
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "template", "field", "value"),
+    HOSTILE_NUMBERS,
+    ids=[f"{p}:{f}={v[:8]}" for p, _, f, v in HOSTILE_NUMBERS],
+)
+def test_hostile_numbers_are_400_naming_the_field(
+    guarded: Guarded, path: str, template: str, field: str, value: str
+) -> None:
+    body = template % f'"{field}": {value}'
+    headers = {**guarded.auth("full"), "content-type": "application/json"}
+    r = httpx.post(f"{guarded.url}{path}", headers=headers, content=body, timeout=60)
+    assert r.status_code == 400, (r.status_code, r.text[:300])
+    assert field in r.text, r.text[:300]
+
+
+@pytest.mark.parametrize("seed", [2**63 - 1, -(2**63)])
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_seeds_across_the_whole_64_bit_range_are_served(guarded: Guarded, path: str, seed: int) -> None:
+    body = json.loads((CHAT if "chat" in path else COMPLETION) % f'"seed": {seed}')
+    r = httpx.post(f"{guarded.url}{path}", headers=guarded.auth("full"), json=body, timeout=120)
+    assert r.status_code == 200, r.text[:300]
+
+
+def test_bad_requests_log_one_line_without_a_traceback(guarded: Guarded) -> None:
+    """A client's 4xx is one WARNING line (method, path, status, field); BentoML logged an ERROR with
+    a traceback for each, which buried the real errors."""
+    log = guarded.server.log_path
+    start = log.stat().st_size
+    bad = [
+        ("/generate", {"prompt": "hi", "max_new_tokens": MAX_NEW_TOKENS + 1}, "400: max_new_tokens"),
+        ("/schema", {"db": "d" * 65}, "400: db"),
+        ("/feedback", {"request_id": "0" * 32, "score": 2}, "400: score"),
+        ("/ask", {"question": "How many artists?", "db": "no_such_db"}, "404: "),
+    ]
+    for path, body, _ in bad:
+        r = httpx.post(f"{guarded.url}{path}", headers=guarded.auth("full"), json=body, timeout=60)
+        assert 400 <= r.status_code < 500, r.text
+    expected = [f"POST {path} -> {tail}" for path, _, tail in bad]
+    deadline = time.monotonic() + 10
+    while True:  # the worker's log handler writes asynchronously: poll, bounded
+        with log.open("rb") as f:
+            f.seek(start)
+            new = f.read().decode(errors="replace")
+        if all(e in new for e in expected) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert "Traceback" not in new and "Exception on" not in new, new[-3000:]
+    lines = new.splitlines()
+    for e in expected:
+        found = [line for line in lines if e in line]
+        assert len(found) == 1 and "[WARNING]" in found[0] and len(found[0]) < 400, (e, found)

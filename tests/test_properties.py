@@ -30,6 +30,7 @@ from pipeline.chinook import default_path
 from pipeline.execute import QueryTimeout, SQLError, execute
 from runners.schemas import GenRequest
 from service import AskDB
+from tests.hostile_sql import CHINOOK_TABLES
 
 SETTINGS = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -92,7 +93,7 @@ def _limit_of(sql: str) -> int:
 @given(sql=st.one_of(hostile_sql(), st.text(max_size=200)), max_rows=st.integers(1, 1000))
 def test_guard_output_is_one_bounded_read_only_query(sql: str, max_rows: int) -> None:
     try:
-        safe = guard.guard(sql, "sqlite", max_rows)
+        safe = guard.guard(sql, "sqlite", max_rows, CHINOOK_TABLES)
     except (guard.Refused, guard.ParseError):
         return  # refusing is always allowed; anything else raised fails the test
     statements = sqlglot.parse(safe, read="sqlite")
@@ -101,7 +102,9 @@ def test_guard_output_is_one_bounded_read_only_query(sql: str, max_rows: int) ->
     assert isinstance(root, exp.Select | exp.SetOperation)
     assert not any(isinstance(n, guard.FORBIDDEN_NODES) for n in root.walk())
     assert 0 <= _limit_of(safe) <= max_rows + 1
-    assert guard.guard(safe, "sqlite", max_rows) == safe  # the guard is idempotent on its output
+    assert (
+        guard.guard(safe, "sqlite", max_rows, CHINOOK_TABLES) == safe
+    )  # the guard is idempotent on its output
 
 
 @SETTINGS
@@ -113,7 +116,7 @@ def test_guard_output_is_one_bounded_read_only_query(sql: str, max_rows: int) ->
 def test_guard_refuses_any_write_and_any_second_statement(write: str, before: list, after: list) -> None:
     sql = "; ".join([*before, write, *after])
     with pytest.raises((guard.Refused, guard.ParseError)):
-        guard.guard(sql, "sqlite", 10)
+        guard.guard(sql, "sqlite", 10, CHINOOK_TABLES)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +132,7 @@ def test_guarded_sql_never_changes_the_database(chinook_copy: tuple, sql: str, m
     db, path = chinook_copy
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     try:
-        safe = guard.guard(sql, "sqlite", max_rows)
+        safe = guard.guard(sql, "sqlite", max_rows, CHINOOK_TABLES)
     except (guard.Refused, guard.ParseError):
         return
     try:

@@ -11,18 +11,26 @@ import httpx
 import pytest
 
 from pipeline import databases
+from pipeline.chinook import default_path
 from pipeline.execute import QueryResult, QueryTimeout, SQLError, execute
 from pipeline.guard import ParseError, Refused, guard
-from tests.hostile_sql import HOSTILE_QUESTIONS, REFUSED, SLOW, WRITES, for_dialect
+from pipeline.schema import describe
+from tests.guarded import Guarded
+from tests.hostile_sql import CHINOOK_TABLES, HOSTILE_QUESTIONS, REFUSED, SLOW, WRITES, for_dialect
 from tests.pg import chinook_db, db_checksum  # noqa: F401  (chinook_db: the `db` fixture)
 
 TIMEOUT_S = 1.0
 MARGIN_S = 1.5  # process scheduling on a shared 2-core machine, not query time
 
 
+def own_tables(db: databases.Database) -> list[str]:
+    """What the pipeline gives the guard (pipeline/repair.py): the reflected schema's table names."""
+    return [t.name for t in describe(db).tables]
+
+
 def pipeline_run(db: databases.Database, sql: str, max_rows: int = 100) -> QueryResult:
     """What the text-to-SQL chain does with a model's SQL."""
-    return execute(db, guard(sql, db.dialect, max_rows), max_rows, TIMEOUT_S)
+    return execute(db, guard(sql, db.dialect, max_rows, own_tables(db)), max_rows, TIMEOUT_S)
 
 
 def test_hostile_sql_is_refused_and_nothing_changes(db):
@@ -84,7 +92,7 @@ def _check_refused_or_harmless(responses: list[httpx.Response], dialect: str) ->
         if response.status_code == 422:
             assert body["error"]["type"] in {"unanswerable", "refused", "sql_error", "timeout"}, body
         else:  # whatever ran was one guarded read-only query
-            assert guard(body["sql"], dialect, 1000), body
+            assert guard(body["sql"], dialect, 1000, CHINOOK_TABLES), body
 
 
 def test_hostile_questions_through_ask_on_sqlite(askdb):
@@ -101,3 +109,23 @@ def test_hostile_questions_through_ask_on_postgres(askdb_pg, postgres):
     _check_refused_or_harmless(_ask_all(askdb_pg.url, "pg_env"), "postgresql")
     assert db_checksum(owner) == before
     owner.engine.dispose()
+
+
+# Copied from the question word for word by the model (one attempt, so no repair rewrites it).
+CATALOG_QUESTIONS = {
+    "SELECT * FROM pragma_database_list": "pragma_database_list",
+    "SELECT * FROM pragma_compile_options": "pragma_compile_options",
+}
+
+
+@pytest.mark.parametrize("key", ["full", "scoped"])
+def test_catalog_reads_through_ask_are_refused_naming_the_table(guarded: Guarded, key: str) -> None:
+    """Table-valued pragmas answered the server's database file paths and build options before."""
+    for question, table in CATALOG_QUESTIONS.items():
+        body = {"question": question, "answer": False, "options": {"max_attempts": 1}}
+        r = httpx.post(f"{guarded.url}/ask", headers=guarded.auth(key), json=body, timeout=300)
+        # no database file path (however the server resolves it) and no build option leaves
+        assert default_path().name not in r.text and "THREADSAFE" not in r.text, r.text[:300]
+        assert r.status_code == 422, r.text[:300]
+        error = r.json()["error"]
+        assert error["type"] == "refused" and table in error["message"], error
