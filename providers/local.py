@@ -1,7 +1,7 @@
 """The `local` provider: askdb's own LLM runner as a LangChain chat model, with token streaming.
 
 Batch calls reuse pipeline.llm.RunnerChatModel (the runner's batchable `generate`); streaming reads
-the runner's `stream` API (newline-delimited StreamEvent JSON, see runners/streaming.py). The runner
+the runner's `stream` API (newline-delimited StreamEvent JSON, see runners/engine.py). The runner
 handle is the AskDB service's `bentoml.depends(LLM)`, found through `bentoml.get_current_service()`.
 """
 

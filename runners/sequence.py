@@ -104,7 +104,8 @@ class Seq:
         self.finished, self.reason = True, reason
         self.sink(
             StreamEvent(
-                text="" if reason != "length" else self.text[self.sent :],
+                # what was held back (or, for a whole-result consumer, everything) goes with a normal end
+                text=self.text[self.sent :] if reason in ("stop", "length") else "",
                 finish_reason=reason,
                 prompt_tokens=len(self.prompt),
                 completion_tokens=len(self.generated),

@@ -289,3 +289,13 @@ def test_the_compiled_forward_gives_the_same_tokens(tokenizer, tmp_path) -> None
         for p, n in zip(PROMPTS, [9, 1, 14, 5, 3], strict=True)
     ]
     assert [r.text for r in compiled.run(reqs, timeout=900)] == [r.text for r in eager.run(reqs)]
+
+
+def test_a_grammar_row_returns_its_text_as_one_result(smol) -> None:
+    """A row whose grammar completes ends on the host; a whole-result consumer still gets the text."""
+    engine, _ = smol
+    req = GenRequest(
+        prompt="Is Paris in France? Answer yes or no:", max_new_tokens=4, grammar='start: " yes" | " no"'
+    )
+    [result] = engine.run([req])
+    assert result.text in (" yes", " no") and result.finish_reason == "stop"

@@ -252,7 +252,7 @@ def test_per_service_start_commands_serve_for_real(rendered: dict, tmp_path) -> 
     from tests.servers import ROOT, wait_ready
 
     objs = rendered["cpu"]
-    env = {**os.environ, **config_of(objs), "ASKDB_LLM_MAX_BATCH_SIZE": "4"}
+    env = {**os.environ, **config_of(objs), "ASKDB_LLM_SLOTS": "4"}
     args = {
         n: d["spec"]["template"]["spec"]["containers"][0]["args"]
         for n, d in of_kind(objs, "Deployment").items()
