@@ -79,6 +79,7 @@ class AccessMiddleware:
         openai = scope["path"].startswith("/v1/") or scope["path"] == "/v1"
         try:
             key = self._authenticate(scope)
+            scope.setdefault("state", {})["askdb_key"] = key  # the caller, for its data policy (service.py)
             body = await self._read_body_in_time(scope, receive)
             db = _requested_db(scope, body) if key is not None and key.databases is not None else None
             if db is not None and key is not None and not key.may_use(db):

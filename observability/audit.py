@@ -153,6 +153,17 @@ class AuditLog:
         return record
 
 
+_trail: AuditLog | None = None
+
+
+def trail() -> AuditLog:
+    """This process's audit log, from the environment."""
+    global _trail
+    if _trail is None:
+        _trail = AuditLog.from_env()
+    return _trail
+
+
 # --- verification ---
 
 

@@ -26,6 +26,7 @@ class FeedbackResponse(BaseModel):
     request_id: str
     score: float
     recorded: bool  # false when the quality log is turned off (the metric still counts it)
+    proposal_id: str | None = None  # set when `sql` proposed an example (pipeline/example_store.py)
 
 
 async def _ready(proxy: Any) -> bool:

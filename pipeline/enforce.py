@@ -215,6 +215,17 @@ def view(
     return replace(info, tables=tables)
 
 
+def policed_api(info: SchemaInfo, policy: DataPolicy) -> dict:
+    """The /schema body as the key sees it: hidden columns left out, masked ones marked `masked`."""
+    body = view(info, policy).to_api()
+    for table in body["tables"]:
+        rule = policy.rule(table["name"])
+        for column in table["columns"] if rule else []:
+            if rule.column_rule(column["name"]) == "mask":
+                column["masked"] = True
+    return body
+
+
 def _samples(
     info: SchemaInfo, policy: DataPolicy, table: TableInfo, db: Database, timeout_s: float
 ) -> list[list]:

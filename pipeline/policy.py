@@ -100,7 +100,8 @@ def parse_rule(key: str, db: str, dialect: str, table: str, raw: object) -> Tabl
             # the same guard as any query: read-only, no denied function, no system catalog
             guard(exp.select("*").from_(exp.to_table(table)).where(condition.copy()).sql(read), dialect, 1)
         except (SqlglotError, ParseError, Refused) as err:
-            reason = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+            text = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+            reason = "it does not parse as a single condition" if "Failed to parse" in text else text
             why = f"row filter {rule.rows!r} is not one read-only condition: {reason}"
             raise PolicyError(f"{where}: {why}") from None
     return TablePolicy(
@@ -128,10 +129,14 @@ class Callers:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Callers:
         env = os.environ if env is None else env
         auth.KeyRing.from_env(env)  # its own clear errors first (short keys, duplicates, bad fields)
-        dialects = dict(databases.names())
+        specs = _specs(env)
+        try:  # only when there are policies: a broken database setting is otherwise a 503 per request
+            dialects = dict(databases.names()) if any(s.policies for s in specs) else {}
+        except (databases.ConfigError, OSError) as err:
+            raise PolicyError(f"the data policies cannot be checked: {err}") from None
         policies: dict[bytes, dict[str, DataPolicy]] = {}
         admins: set[bytes] = set()
-        for index, spec in enumerate(_specs(env), start=1):
+        for index, spec in enumerate(specs, start=1):
             name = spec.name or f"key-{index}"  # the name api/auth gives an unnamed key
             secret = spec.key.get_secret_value() if spec.key is not None else None
             digest = auth.digest(secret) if secret is not None else bytes.fromhex(spec.sha256 or "")
