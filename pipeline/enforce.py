@@ -37,7 +37,8 @@ from pipeline.schema import ColumnInfo, ForeignKey, SchemaInfo, TableInfo
 
 # Table arguments that belong outside the derived table (they act on its result).
 OUTER_ARGS = ("alias", "joins", "laterals", "pivots")
-_lock = threading.Lock()
+_filters_lock = threading.Lock()
+_views_lock = threading.Lock()  # held while a view reads samples through enforce (which takes the other)
 
 
 class PolicyRefused(Refused):
@@ -115,7 +116,7 @@ def _filter(
     alias = qualified.args["from_"].this.args["alias"].this
     where = qualified.args.get("where")
     entry = (rule, info, alias, where.this if where else None)
-    with _lock:
+    with _filters_lock:
         _filters[key] = entry
     return alias, entry[3]
 
@@ -244,7 +245,7 @@ _views: dict[tuple[str, str], tuple[SchemaInfo, DataPolicy, SchemaInfo]] = {}
 def cached_view(info: SchemaInfo, policy: DataPolicy, db: Database) -> SchemaInfo:
     """`view` once per (schema reflection, policy): its sample rows cost a query per policed table."""
     key = (policy.key, policy.db)
-    with _lock:
+    with _views_lock:
         entry = _views.get(key)
         if entry is None or entry[0] is not info or entry[1] is not policy:
             entry = _views[key] = (info, policy, view(info, policy, db))

@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 
 from api.auth import KeyRing
 from pipeline import chinook, databases, schema
-from pipeline.enforce import PolicyRefused, enforce, view
+from pipeline.enforce import PolicyRefused, cached_view, enforce, view
 from pipeline.execute import QueryTimeout, SQLError, execute
 from pipeline.guard import Refused, guard
 from pipeline.policy import MASK, Callers, DataPolicy, PolicyError, parse_rule
@@ -196,7 +196,8 @@ def test_a_policy_naming_what_the_database_lacks_refuses_every_query(policed: Po
 
 
 def test_the_schema_view_hides_columns_and_shows_only_allowed_sample_rows(policed: Policed) -> None:
-    seen = view(policed.info, policed.policy, policed.real)
+    seen = cached_view(policed.info, policed.policy, policed.real)  # the chain's way: samples via enforce
+    assert cached_view(policed.info, policed.policy, policed.real) is seen  # read once per reflection
     customer = seen.table("Customer")
     names = [c.name for c in customer.columns]
     assert "Fax" not in names and {"Email", "Phone", "Country"} <= set(names)
