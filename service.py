@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 from http import HTTPStatus
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import bentoml
 from annotated_types import Ge, Le, MaxLen, MinLen
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import Field
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.responses import Response
 
 from api import limits
 from api.access import AccessMiddleware
@@ -76,6 +77,13 @@ class TooManyRequests(BentoMLException):
 def caller_key(ctx: bentoml.Context) -> ApiKey | None:
     """The API key the access middleware authenticated for this request (None when auth is off)."""
     return getattr(ctx.request.state, "askdb_key", None)
+
+
+def with_status(ctx: bentoml.Context, response: Any) -> Any:
+    """A returned Response keeps its status: with a `ctx` parameter BentoML sets ctx's status on it."""
+    if isinstance(response, Response):
+        ctx.response.status_code = response.status_code
+    return response
 
 
 def proposal_error(err: ProposalError) -> BentoMLException:
@@ -181,14 +189,14 @@ class AskDB:
             try:
                 router().plan(model, [tag, tag.split(":")[0]])
             except UnknownModel as err:
-                return error_response("unknown_model", str(err), None, 404)
+                return with_status(ctx, error_response("unknown_model", str(err), None, 404))
         opts = options or AskOptions()
         opts = opts.model_copy(update={"answer": answer and opts.answer})
         if getattr(self, "_asker", None) is None:
             self._asker = Asker(self.llm, self.embedder)
         observation = AskObservation(question, db, model=tag)
         key = caller_key(ctx)
-        return await self._asker.ask(
+        answer_or_error = await self._asker.ask(
             question=question,
             db=database,
             max_rows=max_rows,
@@ -199,6 +207,7 @@ class AskDB:
             policy=self.callers.policy(key, db),
             caller=key.name if key else None,
         )
+        return with_status(ctx, answer_or_error)
 
     @bentoml.api
     def schema(self, ctx: bentoml.Context, db: DbName = dbconfig.DEFAULT) -> dict:
