@@ -53,6 +53,7 @@ class Guarded:
 
 
 def guarded_env(key_file: Path) -> dict[str, str]:
+    """The keys, caps and databases above; the audit log and example store beside the key file."""
     inline = [
         {"name": "full", "key": KEYS["full"]},
         {"name": "scoped", "key": KEYS["scoped"], "databases": ["chinook"]},
@@ -72,6 +73,9 @@ def guarded_env(key_file: Path) -> dict[str, str]:
         "ASKDB_MAX_CONCURRENCY": str(MAX_CONCURRENCY),
         "ASKDB_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
         "ASKDB_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        # fuzzed /feedback bodies propose examples: keep them (and the audit) out of the checkout
+        "ASKDB_EXAMPLE_STORE": str(key_file.parent / "examples"),
+        "ASKDB_AUDIT_LOG": str(key_file.parent / "audit" / "audit.jsonl"),
     }
 
 
