@@ -250,3 +250,18 @@ def test_key_specs_carry_policies_and_a_bad_filter_names_key_and_table(tmp_path:
 def test_policy_refusal_is_a_guard_refusal() -> None:
     # the repair loop and /ask treat it like any refusal: a 422 "refused" naming the policy
     assert issubclass(PolicyRefused, Refused)
+
+
+def test_the_prompt_shows_the_model_only_the_keys_view(policed: Policed) -> None:
+    """The chain's own schema and prompt steps: a hidden column is not in what the LLM reads."""
+    from pipeline.chain import TextToSQL  # the steps need no model to build a prompt
+
+    def customer_line(policy: DataPolicy | None) -> str:
+        state = {"db": policed.real, "policy": policy, "question": "List the customers."}
+        state["schema"] = TextToSQL.describe(state)
+        state.update(tables=None, examples=[])
+        system = str(TextToSQL.build_prompt(state)[0].content)
+        return next(line for line in system.splitlines() if line.lstrip('"').startswith("Customer"))
+
+    assert "Fax" in customer_line(None)  # Employee has a Fax too: look at Customer's line only
+    assert "Fax" not in customer_line(policed.policy) and "Email" in customer_line(policed.policy)
