@@ -5,12 +5,14 @@ LATERAL, EXISTS, scalar subqueries, schema-qualified or quoted in any case), is 
 table under the reference's own alias or name:
 
     FROM Customer AS c   ->   FROM (SELECT "CustomerId", ..., '***' AS "Email" FROM Customer
-                                    WHERE Country IN ('Germany', 'France')) AS c
+                                    WHERE Country IN ('Germany', 'France') OFFSET 0) AS c
 
 so everything after it (`SELECT *`, aggregates, window functions, NATURAL JOIN / USING, correlated
 references) sees only the allowed rows, masked values, and no hidden column: a reference to a hidden
 column is an unknown column and the database refuses the query. Nothing about the query has to be
-understood for this to hold, which is why it is sound for SQL no test foresaw.
+understood for this to hold, which is why it is sound for SQL no test foresaw. The OFFSET makes the
+derived table a security barrier: the planner may not evaluate the query's conditions on rows the
+filter removes (an error would tell they exist).
 
 A policed table in a place a derived table cannot stand (an index hint naming it, ...) is refused
 with `PolicyRefused`, and so is a policy naming a table or column the database lacks (a typo must
@@ -122,7 +124,11 @@ def _filter(
 
 
 def _derived(
-    table: exp.Table, columns: list[exp.Expression], alias: exp.Identifier, rows: exp.Expression | None
+    table: exp.Table,
+    columns: list[exp.Expression],
+    alias: exp.Identifier,
+    rows: exp.Expression | None,
+    dialect: str,
 ) -> exp.Subquery:
     # joins hanging off the table (`FROM (Customer JOIN Invoice ...)`) move, not copy: a policed table
     # among them is still the node the rewrite visits next
@@ -135,6 +141,11 @@ def _derived(
     inner = exp.select(*columns).from_(inner_table)
     if rows is not None:
         inner = inner.where(rows.copy())
+    # A security barrier: an OFFSET keeps both planners from merging the query's own conditions into
+    # this subquery, where they could run on filtered rows first and leak them through an error
+    # (`1 / (CASE WHEN Country = 'USA' THEN 0 ELSE 1 END)`: "division by zero" means a USA row exists).
+    # SQLite takes OFFSET only after a LIMIT; -1 is no limit.
+    inner = (inner.limit(-1) if dialect == "sqlite" else inner).offset(0)
     # the reference's own alias, or its own name (quoted as written), so later references still resolve
     derived = exp.Subquery(this=inner, alias=outer_alias.copy())
     for arg, nodes in moved.items():
@@ -158,7 +169,7 @@ def apply_policy(tree: exp.Expression, policy: DataPolicy, info: SchemaInfo, sql
             raise PolicyRefused(f"{policy.label} cannot be applied to {table.sql()} inside {where}", sql)
         info_table = _table_info(info, policy, rule)
         alias, rows = _filter(info, policy, rule, info_table)
-        derived = _derived(table, projection(info_table, rule), alias, rows)
+        derived = _derived(table, projection(info_table, rule), alias, rows, info.dialect)
         placed.update(id(n) for n in derived.this.walk())
         touched[info_table.name] = None
         table.replace(derived)
