@@ -17,7 +17,7 @@ from annotated_types import Ge, Le, MaxLen, MinLen
 from bentoml.exceptions import BentoMLException
 from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.runnables import Runnable
-from pydantic import BaseModel
+from pydantic import BaseModel, WithJsonSchema
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import JSONResponse
 
@@ -36,6 +36,9 @@ MAX_ROWS = int(os.environ.get("ASKDB_MAX_ROWS", 1000))
 Question = Annotated[str, MinLen(1), MaxLen(MAX_QUESTION_CHARS)]
 MaxRows = Annotated[int, Ge(1), Le(MAX_ROWS)]
 ModelName = Annotated[str, MaxLen(200)]
+# A response field that may be null, published the OpenAPI 3.0 way (`nullable`): BentoML's document
+# is 3.0.2, where pydantic's `anyOf: [..., {"type": "null"}]` reads as never null (tests/test_fuzz.py).
+NullableFloat = Annotated[float | None, WithJsonSchema({"type": "number", "nullable": True})]
 
 # chain step name -> observability stage
 STAGES = {"schema": "schema", "generate-guard-execute-repair": "generate", "answer": "answer"}
@@ -64,7 +67,7 @@ class AskResponse(BaseModel):
     tables: list[str] = []  # the tables the prompt showed (after selection)
     examples: list[str] = []  # the few-shot questions the prompt showed
     explanation: str = ""  # what the SQL does, in words, from its syntax tree (pipeline/explain.py)
-    confidence: float | None = None  # 0..1; null until the runner reports logprobs (pipeline/confidence.py)
+    confidence: NullableFloat = None  # 0..1; null until the runner reports logprobs (pipeline/confidence.py)
 
 
 def error_response(kind: str, message: str, sql: str | None = None, status: int = 422) -> JSONResponse:
