@@ -1,6 +1,8 @@
 """`askdb` command: a thin dispatcher; each subcommand lives in its own module.
 
 askdb report LOGDIR [...]     summarise a quality log or load test (observability/report.py)
+askdb audit verify PATH       check the audit trail's hash chain (observability/audit.py)
+askdb examples review ...     list, approve or reject proposed examples (pipeline/example_review.py)
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import sys
 # subcommand -> module with `main(argv) -> int`; imported only when used (matplotlib is slow)
 COMMANDS = {
     "report": "observability.report",
+    "audit": "observability.audit",
+    "examples": "pipeline.example_review",
 }
 
 

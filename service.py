@@ -6,25 +6,33 @@ Serve with `bentoml serve` (the entry is named in bentofile.yaml) or `bentoml se
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from http import HTTPStatus
+from typing import Annotated, Any, Literal
 
 import bentoml
 from annotated_types import Ge, Le, MaxLen, MinLen
-from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
+from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import Field
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.responses import Response
 
 from api import http_protocol, limits
 from api.access import AccessMiddleware
+from api.auth import ApiKey
 from api.bentoml_errors import quiet_client_errors
 from api.dependency import RUNNER_DOWN, unavailable
 from api.openai_app import app as openai_app
 from api.schemas import EmbedResponse, GenerateResponse, Usage
+from observability import audit
 from observability import service_hooks as obs
 from observability.ask import AskObservation, quality_log, record_feedback
 from pipeline import databases as dbconfig
+from pipeline import example_store
 from pipeline.ask import Asker, AskResponse, MaxRows, ModelName, Question, error_response, is_local
 from pipeline.chain import AskOptions
+from pipeline.enforce import PolicyRefused, policed_api
+from pipeline.example_store import MAX_SQL_CHARS, ProposalError
+from pipeline.policy import Callers
 from pipeline.schema import describe
 from providers import UnknownModel, router
 from runners import client as runner_client
@@ -45,6 +53,45 @@ Texts = Annotated[
 ]
 
 DbName = Annotated[str, MinLen(1), MaxLen(64)]
+
+
+# Per-key data policies and admin flags (pipeline/policy.py), read when `bentoml serve` imports this
+# module: a filter that does not parse or is not read-only stops it before any worker starts, with a
+# message naming the key, database and table (in a worker, BentoML would restart it forever).
+CALLERS = Callers.from_env()
+
+ProposedSQL = Annotated[str, MinLen(1), MaxLen(MAX_SQL_CHARS)]
+ProposalId = Annotated[str, MinLen(1), MaxLen(64)]
+ReviewAction = Literal["list", "approve", "reject"]
+
+
+class Forbidden(BentoMLException):
+    error_code = HTTPStatus.FORBIDDEN
+
+
+class Conflict(BentoMLException):
+    error_code = HTTPStatus.CONFLICT
+
+
+class TooManyRequests(BentoMLException):
+    error_code = HTTPStatus.TOO_MANY_REQUESTS
+
+
+def caller_key(ctx: bentoml.Context) -> ApiKey | None:
+    """The API key the access middleware authenticated for this request (None when auth is off)."""
+    return getattr(ctx.request.state, "askdb_key", None)
+
+
+def with_status(ctx: bentoml.Context, response: Any) -> Any:
+    """A returned Response keeps its status: with a `ctx` parameter BentoML sets ctx's status on it."""
+    if isinstance(response, Response):
+        ctx.response.status_code = response.status_code
+    return response
+
+
+def proposal_error(err: ProposalError) -> BentoMLException:
+    kinds = {404: NotFound, 409: Conflict, 429: TooManyRequests}
+    return kinds.get(err.status, InvalidArgument)(str(err))
 
 
 def open_database(name: str) -> dbconfig.Database:
@@ -72,6 +119,7 @@ class AskDB:
     def __init__(self) -> None:
         self._llm_tag: str | None = None
         self._embed_info: tuple[str, int] | None = None
+        self.callers = CALLERS
 
     async def llm_tag(self) -> str:
         if self._llm_tag is None:
@@ -134,6 +182,7 @@ class AskDB:
     @bentoml.api
     async def ask(
         self,
+        ctx: bentoml.Context,
         question: Question,
         db: DbName = dbconfig.DEFAULT,
         max_rows: MaxRows = 100,
@@ -148,13 +197,14 @@ class AskDB:
             try:
                 router().plan(model, [tag, tag.split(":")[0]])
             except UnknownModel as err:
-                return error_response("unknown_model", str(err), None, 404)
+                return with_status(ctx, error_response("unknown_model", str(err), None, 404))
         opts = options or AskOptions()
         opts = opts.model_copy(update={"answer": answer and opts.answer})
         if getattr(self, "_asker", None) is None:
             self._asker = Asker(self.llm, self.embedder)
         observation = AskObservation(question, db, model=tag)
-        return await self._asker.ask(
+        key = caller_key(ctx)
+        answer_or_error = await self._asker.ask(
             question=question,
             db=database,
             max_rows=max_rows,
@@ -162,14 +212,25 @@ class AskDB:
             options=opts,
             observation=observation,
             model=model,
+            policy=self.callers.policy(key, db),
+            caller=key.name if key else None,
         )
+        return with_status(ctx, answer_or_error)
 
     @bentoml.api
     def schema(self, ctx: bentoml.Context, db: DbName = dbconfig.DEFAULT) -> dict:
-        """Tables, columns (name, type, nullable, primary_key) and foreign keys of a configured database."""
+        """Tables, columns (name, type, nullable, primary_key) and foreign keys of a configured database;
+        under the caller's data policy, hidden columns are left out and masked ones say `masked`."""
         database = open_database(db)
         try:
-            return describe(database).to_api()
+            policy = self.callers.policy(caller_key(ctx), db)
+            if policy is None:
+                return describe(database).to_api()
+            try:
+                return policed_api(describe(database), policy)
+            except PolicyRefused as err:  # the policy names what the database lacks: fail closed
+                ctx.response.status_code = 422
+                return {"error": {"type": "refused", "message": str(err)}}
         except (OSError, SQLAlchemyError) as err:
             # A dependency is down: 503 saying which (a raised 5xx reaches the client without its message).
             ctx.response.status_code = 503
@@ -183,11 +244,71 @@ class AskDB:
 
     @bentoml.api
     def feedback(
-        self, request_id: obs.RequestId, score: obs.Score, comment: obs.Comment | None = None
+        self,
+        ctx: bentoml.Context,
+        request_id: obs.RequestId,
+        score: obs.Score,
+        comment: obs.Comment | None = None,
+        sql: ProposedSQL | None = None,
+        question: Question | None = None,
+        db: DbName = dbconfig.DEFAULT,
     ) -> obs.FeedbackResponse:
-        """A user's score (0 bad .. 1 good) for an /ask `request_id`; joined to its log record offline."""
+        """A user's score (0 bad .. 1 good) for an /ask `request_id`; joined to its log record offline.
+        With `sql` (and the `question` it answers) it also proposes an example for `db`: stored for
+        review (`askdb examples review`, POST /examples), never shown to the model until approved."""
+        proposal = None
+        if sql is not None:
+            key = caller_key(ctx)
+            if key is not None and not key.may_use(db):
+                raise Forbidden(f"this API key may not use database '{db}'")
+            database = open_database(db)
+            try:
+                proposal = example_store.store().propose(
+                    db, question or "", sql, database.dialect, key=key.name if key else None,
+                    comment=comment, request_id=request_id,
+                )  # fmt: skip
+            except ProposalError as err:
+                raise proposal_error(err) from None
         record_feedback(request_id, score, comment)
-        return obs.FeedbackResponse(request_id=request_id, score=score, recorded=quality_log().enabled)
+        return obs.FeedbackResponse(
+            request_id=request_id,
+            score=score,
+            recorded=quality_log().enabled,
+            proposal_id=proposal.id if proposal else None,
+        )
+
+    @bentoml.api
+    def examples(
+        self,
+        ctx: bentoml.Context,
+        action: ReviewAction = "list",
+        db: DbName = dbconfig.DEFAULT,
+        id: ProposalId | None = None,
+    ) -> dict:
+        """Review proposed examples (admin keys only): `list` the pending ones, `approve` or `reject`
+        one by `id`. An approved example joins the database's bank at once, in every worker."""
+        key = caller_key(ctx)
+        if not self.callers.is_admin(key):
+            raise Forbidden("reviewing examples needs an API key with 'admin: true' (docs/security.md)")
+        database = open_database(db)
+        store = example_store.store()
+        if action == "list":
+            pending = [p.to_api() for p in store.proposals(db)]
+            return {"db": db, "pending": pending, "approved": len(store.approved(db))}
+        if not id:
+            raise InvalidArgument(f"field 'id' is needed to {action} a proposal")
+        assert key is not None  # is_admin said so
+        try:
+            decided = store.decide(db, id, action == "approve", key.name, database.dialect)
+            audit.trail().append(
+                "example", key=key.name, db=db, decision=decided.status, proposal=decided.id,
+                question=decided.question, sql=decided.sql,
+            )  # fmt: skip
+        except ProposalError as err:
+            raise proposal_error(err) from None
+        except audit.AuditUnavailable as err:
+            raise ServiceUnavailable(str(err)) from None
+        return {"db": db, "id": decided.id, "status": decided.status}
 
     async def __metrics__(self, content: str) -> str:
         """BentoML's /metrics text plus askdb_runner_up, probed at scrape time."""

@@ -95,6 +95,7 @@ class AccessMiddleware:
             return
         try:
             key = self._authenticate(scope)
+            scope.setdefault("state", {})["askdb_key"] = key  # the caller, for its data policy (service.py)
             if key is not None:
                 self._admit(key)  # from the headers: a refused or slow client reads no body
         except Refusal as refusal:

@@ -41,6 +41,9 @@ class KeySpec(BaseModel):
     requests_per_minute: int | None = Field(default=None, ge=0)
     tokens_per_minute: int | None = Field(default=None, ge=0)
     max_concurrent: int | None = Field(default=None, ge=0)
+    # database -> table -> {rows, mask, hide}: checked and enforced by pipeline/policy.py
+    policies: dict[str, dict[str, dict[str, object]]] | None = None
+    admin: bool = False  # may approve proposed examples (service.py /examples)
 
     @model_validator(mode="after")
     def _one_secret(self) -> KeySpec:

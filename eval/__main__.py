@@ -1,5 +1,6 @@
 """`python -m eval run --url URL [--ablation full no-examples no-repair] [--ids t01,t02] [--limit N]`,
-`python -m eval run --in-process smollm2-135m-instruct:latest ...` (no server)
+`python -m eval run --in-process smollm2-135m-instruct:latest ...` (no server),
+`python -m eval learn|poison [--url URL --key K --admin-key A | --in-process TAG]` (eval/learning.py)
 and `python -m eval check` (bank and test set are disjoint, every gold query runs)."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from eval import runner, scorer
+from eval import calibration, learning, runner, scorer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,8 +32,27 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="no server: load MODEL_TAG and the embedder here (eval/inprocess.py)",
     )
+    for name, what in [
+        ("learn", "accuracy on the test half before and after approving the training half's gold pairs"),
+        ("poison", "accuracy before and after 50 malicious, unapproved proposals"),
+    ]:
+        x = sub.add_parser(name, help=what)
+        x.add_argument("--url", default=None, help="a running service (else --in-process)")
+        x.add_argument("--key", default=None, help="API key for /ask and /feedback")
+        x.add_argument("--admin-key", default=None, help="an admin key for /examples (learn)")
+        x.add_argument("--in-process", metavar="MODEL_TAG", default=None)
+        x.add_argument("--db", default="chinook")
+        x.add_argument("--ablation", default="full", choices=sorted(runner.ABLATIONS))
+        x.add_argument("--options", default="{}")
+        x.add_argument("--ids", default="", help="comma-separated test ids (default: all)")
+        x.add_argument("--limit", type=int, default=None)
+        x.add_argument("--seed", type=int, default=0, help="learn: the train/test split")
+        x.add_argument("--concurrency", type=int, default=4)
+        x.add_argument("--out", default=f"eval/reports/latest-{name}.json")
     sub.add_parser("check", help="validate the bank and the test set")
     args = ap.parse_args(argv)
+    if args.cmd in ("learn", "poison"):
+        return _learning(args)
 
     if args.cmd == "check":
         bank, tests = scorer.load_bank(), scorer.load_testset()
@@ -63,7 +83,33 @@ def main(argv: list[str] | None = None) -> int:
         reports.append(rep)
         print(runner.table([rep]).splitlines()[-1], flush=True)
     print(runner.table(reports))
+    for rep in reports:
+        print(calibration.table(rep))
     runner.write(reports if len(reports) > 1 else reports[0], Path(args.out))
+    print(f"report: {args.out}")
+    return 0
+
+
+def _learning(args: argparse.Namespace) -> int:
+    if not args.url and not args.in_process:
+        print("give --url URL (a running service) or --in-process MODEL_TAG", file=sys.stderr)
+        return 2
+    if args.url:
+        target: learning.Target = learning.ServiceTarget(
+            args.url, args.key, args.admin_key, args.db, args.concurrency
+        )
+    else:
+        target = learning.InProcessTarget(args.in_process, args.db, learning.temporary_store())
+    items = runner.select(scorer.load_testset(args.db), [i for i in args.ids.split(",") if i], args.limit)
+    options = {**runner.ABLATIONS[args.ablation], **json.loads(args.options)}
+    if args.cmd == "learn":
+        result = learning.learn(target, items, options, args.seed)
+    else:
+        result = learning.poison(target, items, options)
+    print(runner.table(result["reports"]))
+    summary = {k: v for k, v in result.items() if k != "reports"}
+    print(json.dumps(summary, indent=1))
+    runner.write(result, Path(args.out))
     print(f"report: {args.out}")
     return 0
 

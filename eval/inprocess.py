@@ -14,6 +14,7 @@ from models.defaults import DEFAULT_EMBED_TAG
 from pipeline import databases
 from pipeline.chain import build_chain
 from pipeline.embeddings import RunnerEmbeddings
+from pipeline.example_store import ExampleStore
 from pipeline.llm import RunnerChatModel
 from pipeline.repair import AskFailed
 from runners import engine as llm_engine
@@ -33,34 +34,44 @@ class Engine:
         return self.engine.embed(texts)
 
 
+class Session:
+    """The stored models loaded once in this process, and the chain over them (and `store`)."""
+
+    def __init__(self, tag: str, store: ExampleStore | None = None) -> None:
+        self.tag = tag
+        llm = RunnerChatModel(runner=Engine(llm_engine.load(bentoml.models.get(tag).path)), model_name=tag)
+        emb = RunnerEmbeddings(Engine(Embedder.load(bentoml.models.get(DEFAULT_EMBED_TAG).path)))
+        self.chain = build_chain(llm, emb, store=store)
+
+    def score(self, items: list[dict], *, label: str, options: dict, db: str = "chinook") -> dict:
+        database = databases.get(db)
+        details = []
+        for item in items:
+            t0 = time.perf_counter()
+            state = {
+                "question": item["question"],
+                "db": db,
+                "max_rows": 1000,
+                "options": {**options, "answer": False},
+            }
+            try:
+                reply: dict = {**self.chain.invoke(state), "_status": 200}
+            except AskFailed as err:
+                reply = {**err.to_api(), "_status": 422, "attempts": err.attempts}
+            reply["_wall_ms"] = (time.perf_counter() - t0) * 1000
+            detail = runner.score_one(item, reply, scorer.run_gold(database, item["sql"])[1])
+            detail["latency_ms"] = round(reply["_wall_ms"], 1)
+            details.append(detail)
+            print(
+                item["id"],
+                "ok" if detail["correct"] else "wrong",
+                detail["error"] or "",
+                detail["sql"],
+                flush=True,
+            )
+        return runner.summarise(label, options, details, self.tag)
+
+
 def run(tag: str, *, label: str, options: dict, ids: list[str] | None, db: str = "chinook") -> dict:
-    llm = RunnerChatModel(runner=Engine(llm_engine.load(bentoml.models.get(tag).path)), model_name=tag)
-    emb = RunnerEmbeddings(Engine(Embedder.load(bentoml.models.get(DEFAULT_EMBED_TAG).path)))
-    chain = build_chain(llm, emb)
-    database = databases.get(db)
     items = [i for i in scorer.load_testset(db) if not ids or i["id"] in ids]
-    details = []
-    for item in items:
-        t0 = time.perf_counter()
-        state = {
-            "question": item["question"],
-            "db": db,
-            "max_rows": 1000,
-            "options": {**options, "answer": False},
-        }
-        try:
-            reply: dict = {**chain.invoke(state), "_status": 200}
-        except AskFailed as err:
-            reply = {**err.to_api(), "_status": 422, "attempts": err.attempts}
-        reply["_wall_ms"] = (time.perf_counter() - t0) * 1000
-        detail = runner.score_one(item, reply, scorer.run_gold(database, item["sql"])[1])
-        detail["latency_ms"] = round(reply["_wall_ms"], 1)
-        details.append(detail)
-        print(
-            item["id"],
-            "ok" if detail["correct"] else "wrong",
-            detail["error"] or "",
-            detail["sql"],
-            flush=True,
-        )
-    return runner.summarise(label, options, details, tag)
+    return Session(tag).score(items, label=label, options=options, db=db)

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from eval import scorer
+from eval import calibration, scorer
 from pipeline import databases
 
 # Ablations: the per-request `options` that switch pipeline steps off (see pipeline/chain.py AskOptions).
@@ -28,11 +28,19 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def ask(client: httpx.Client, url: str, item: dict, db: str, options: dict, timeout: float) -> dict:
+def ask(
+    client: httpx.Client,
+    url: str,
+    item: dict,
+    db: str,
+    options: dict,
+    timeout: float,
+    headers: dict | None = None,
+) -> dict:
     body = {"question": item["question"], "db": db, "max_rows": 1000, "answer": False, "options": options}
     t0 = time.perf_counter()
     try:
-        resp = client.post(f"{url}/ask", json=body, timeout=timeout)
+        resp = client.post(f"{url}/ask", json=body, timeout=timeout, headers=headers)
         data = resp.json()
         status = resp.status_code
     except (httpx.HTTPError, ValueError) as err:
@@ -63,6 +71,8 @@ def score_one(item: dict, reply: dict, gold_rows: list[list[Any]]) -> dict:
         "attempts": reply.get("attempts"),
         "latency_ms": round(reply.get("latency_ms") or reply["_wall_ms"], 1),
         "usage": reply.get("usage"),
+        "confidence": reply.get("confidence"),  # null until the runner reports logprobs
+        "examples": reply.get("examples") or [],  # the few-shot questions the prompt showed
         "rows": rows[:5],
         "gold_rows": gold_rows[:5],
     }
@@ -98,6 +108,7 @@ def summarise(label: str, options: dict, details: list[dict], model: str | None)
         "mean_attempts": round(statistics.mean(ok_attempts), 2) if ok_attempts else None,
         "latency_ms_p50": round(statistics.median(lat), 1) if lat else None,
         "latency_ms_mean": round(statistics.mean(lat), 1) if lat else None,
+        "reliability": calibration.reliability(details),
         "questions": details,
     }
 
@@ -112,20 +123,25 @@ def run(
     limit: int | None = None,
     concurrency: int = 4,
     timeout: float = 600.0,
+    items: list[dict] | None = None,
+    key: str | None = None,
 ) -> dict:
-    items = scorer.load_testset(db)
-    if ids:
-        items = [i for i in items if i["id"] in ids]
-    if limit:
-        items = items[:limit]
+    items = items if items is not None else select(scorer.load_testset(db), ids, limit)
     database = databases.get(db)
     gold = {i["id"]: scorer.run_gold(database, i["sql"])[1] for i in items}
     options = options or {}
+    headers = {"Authorization": f"Bearer {key}"} if key else None
     with httpx.Client() as client, ThreadPoolExecutor(concurrency) as pool:
-        replies = list(pool.map(lambda it: ask(client, url, it, db, options, timeout), items))
+        replies = list(pool.map(lambda it: ask(client, url, it, db, options, timeout, headers), items))
     details = [score_one(it, rep, gold[it["id"]]) for it, rep in zip(items, replies, strict=True)]
     model = next((r.get("model") for r in replies if r.get("model")), None)
     return summarise(label, options, details, model)
+
+
+def select(items: list[dict], ids: list[str] | None = None, limit: int | None = None) -> list[dict]:
+    if ids:
+        items = [i for i in items if i["id"] in ids]
+    return items[:limit] if limit else items
 
 
 def table(reports: list[dict]) -> str:

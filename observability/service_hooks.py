@@ -13,7 +13,7 @@ import os
 from typing import Annotated, Any
 
 from annotated_types import Ge, Le, MaxLen
-from pydantic import BaseModel, StringConstraints
+from pydantic import BaseModel, StringConstraints, WithJsonSchema
 
 PROBE_TIMEOUT_S = float(os.environ.get("ASKDB_RUNNER_PROBE_TIMEOUT_S", 2))  # under a scrape timeout
 
@@ -26,6 +26,8 @@ class FeedbackResponse(BaseModel):
     request_id: str
     score: float
     recorded: bool  # false when the quality log is turned off (the metric still counts it)
+    # set when `sql` proposed an example (pipeline/example_store.py); `nullable` is OpenAPI 3.0's null
+    proposal_id: Annotated[str | None, WithJsonSchema({"type": "string", "nullable": True})] = None
 
 
 async def _ready(proxy: Any) -> bool:

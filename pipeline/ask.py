@@ -6,6 +6,7 @@ service.py keeps only the route; this module turns a question into the API.md re
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import Annotated, Any
@@ -16,14 +17,16 @@ from annotated_types import Ge, Le, MaxLen, MinLen
 from bentoml.exceptions import BentoMLException
 from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.runnables import Runnable
-from pydantic import BaseModel
+from pydantic import BaseModel, WithJsonSchema
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import JSONResponse
 
+from observability import audit
 from observability.tracing import SpanCallback
 from pipeline.chain import AskOptions, build_chain
 from pipeline.embeddings import RunnerEmbeddings
 from pipeline.llm import GenerationRejected, RunnerChatModel
+from pipeline.policy import DataPolicy
 from pipeline.repair import AskFailed
 from providers import chat_model
 from runners.client import RunnerBusy
@@ -34,6 +37,9 @@ MAX_ROWS = int(os.environ.get("ASKDB_MAX_ROWS", 1000))
 Question = Annotated[str, MinLen(1), MaxLen(MAX_QUESTION_CHARS)]
 MaxRows = Annotated[int, Ge(1), Le(MAX_ROWS)]
 ModelName = Annotated[str, MaxLen(200)]
+# A response field that may be null, published the OpenAPI 3.0 way (`nullable`): BentoML's document
+# is 3.0.2, where pydantic's `anyOf: [..., {"type": "null"}]` reads as never null (tests/test_fuzz.py).
+NullableFloat = Annotated[float | None, WithJsonSchema({"type": "number", "nullable": True})]
 
 # chain step name -> observability stage
 STAGES = {"schema": "schema", "generate-guard-execute-repair": "generate", "answer": "answer"}
@@ -61,6 +67,8 @@ class AskResponse(BaseModel):
     request_id: str | None = None
     tables: list[str] = []  # the tables the prompt showed (after selection)
     examples: list[str] = []  # the few-shot questions the prompt showed
+    explanation: str = ""  # what the SQL does, in words, from its syntax tree (pipeline/explain.py)
+    confidence: NullableFloat = None  # 0..1; null until the runner reports logprobs (pipeline/confidence.py)
 
 
 def error_response(kind: str, message: str, sql: str | None = None, status: int = 422) -> JSONResponse:
@@ -132,47 +140,77 @@ class Asker:
         options: AskOptions,
         observation: Any,
         model: str | None = None,
+        policy: DataPolicy | None = None,
+        caller: str | None = None,
     ) -> AskResponse | JSONResponse:
+        """The answer, then its audit record; no answer leaves without one (503 if it cannot be written)."""
+        state = {"question": question, "db": db, "max_rows": max_rows, "options": options, "policy": policy}
+        response, record = await self._answer(state, tag, observation, model)
+        name = getattr(db, "name", str(db))
+        try:
+            trail = audit.trail()
+            fields = {"request_id": observation.request_id, "key": caller, "db": name, "question": question}
+            await asyncio.to_thread(trail.append, "ask", **fields, **record)
+        except audit.AuditUnavailable as err:
+            return error_response("unavailable", str(err), None, 503)
+        return response
+
+    async def _answer(
+        self, state: dict, tag: str, observation: Any, model: str | None
+    ) -> tuple[AskResponse | JSONResponse, dict[str, Any]]:
+        """(the response, the audit fields of what happened)."""
         # SpanCallback: one OpenTelemetry span per chain step, under the request's span
         config = {"callbacks": [StageTimer(observation), SpanCallback()], "run_name": "askdb.ask"}
-        state = {"question": question, "db": db, "max_rows": max_rows, "options": options}
+        db = state["db"]
+
+        def failed(
+            kind: str,
+            message: str,
+            status: int = 422,
+            sql: str | None = None,
+            error: str | None = None,
+            **obs: Any,
+        ) -> tuple[JSONResponse, dict[str, Any]]:
+            outcome = "error" if status >= 500 else kind
+            ms = observation.finish(outcome, sql=sql, error=error or message, model=tag, **obs)
+            record = {"sql": sql, "row_count": None, "outcome": outcome, "error": error or message}
+            return error_response(kind, message, sql, status), {**record, "latency_ms": round(ms, 2)}
+
         try:
             out = await self.get_chain(tag, model).ainvoke(state, config=config)
         except AskFailed as err:
-            observation.finish(err.kind, sql=err.sql, attempts=err.attempts, error=err.message, model=tag)
-            return error_response(err.kind, err.message, err.sql)
+            return failed(err.kind, err.message, sql=err.sql, attempts=err.attempts)
         except aiohttp.ClientError as err:  # a runner process is down (before OSError: some are OSErrors)
-            observation.finish("error", error=type(err).__name__, model=tag)
             why = f"the model runners are unavailable ({type(err).__name__})"
-            return error_response("unavailable", why, None, 503)
+            return failed("unavailable", why, 503, error=type(err).__name__)
         except (OSError, SQLAlchemyError) as err:  # the database is down: a dependency, so 503
-            observation.finish("error", error=type(err).__name__, model=tag)
             reason = db.scrub(str(err).splitlines()[0])[:300] if hasattr(db, "scrub") else type(err).__name__
-            return error_response("unavailable", f"database is unavailable: {reason}", status=503)
+            return failed("unavailable", f"database is unavailable: {reason}", 503, error=type(err).__name__)
         except BentoMLException as err:  # a runner is down or overloaded: a dependency, so 503
-            observation.finish("error", error=type(err).__name__, model=tag)
-            return error_response(
-                "unavailable", f"the model runners could not answer: {err.message}", None, 503
-            )
+            why = f"the model runners could not answer: {err.message}"
+            return failed("unavailable", why, 503, error=type(err).__name__)
         except RunnerBusy as err:  # every engine slot taken and its queue full: retry shortly
-            observation.finish("error", error="RunnerBusy", model=tag)
-            return error_response("unavailable", f"{err}; retry shortly", None, 503)
+            return failed("unavailable", f"{err}; retry shortly", 503, error="RunnerBusy")
         except GenerationRejected as err:  # e.g. the schema and examples do not fit the context
-            observation.finish("unanswerable", error=str(err), model=tag)
-            return error_response("unanswerable", f"the model could not take this question: {err}")
+            return failed("unanswerable", f"the model could not take this question: {err}", error=str(err))
         usage = out["usage"]
         # The model that answered: a route's provider (or its fallback) reports its own name.
         names = [tag if m == "local" else m for m in out.pop("models", None) or []]
         answered_by = ", ".join(dict.fromkeys(names)) or tag
-        latency = observation.finish(
-            "ok",
-            sql=out["sql"],
-            attempts=out["attempts"],
-            row_count=out["row_count"],
-            prompt_tokens=usage["prompt_tokens"],
-            completion_tokens=usage["completion_tokens"],
-            model=answered_by,
+        latency = round(
+            observation.finish(
+                "ok",
+                sql=out["sql"],
+                attempts=out["attempts"],
+                row_count=out["row_count"],
+                prompt_tokens=usage["prompt_tokens"],
+                completion_tokens=usage["completion_tokens"],
+                model=answered_by,
+            ),
+            2,
         )
-        return AskResponse(
-            **out, model=answered_by, latency_ms=round(latency, 2), request_id=observation.request_id
+        record = {"sql": out["sql"], "row_count": out["row_count"], "outcome": "ok", "error": None}
+        response = AskResponse(
+            **out, model=answered_by, latency_ms=latency, request_id=observation.request_id
         )
+        return response, {**record, "latency_ms": latency}

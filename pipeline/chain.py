@@ -1,8 +1,9 @@
 """The composed text-to-SQL chain: schema | embed | examples | select | prompt | solve | answer.
 
 `build_chain(llm, embeddings)` takes any LangChain chat model and `Embeddings`. Input:
-`{"question": str, "db": str | Database, "max_rows": int, "options": AskOptions | dict}`; output:
-the /ask response fields (API.md) less `latency_ms` and `model`, which the caller adds. Every step
+`{"question": str, "db": str | Database, "max_rows": int, "options": AskOptions | dict,
+"policy": DataPolicy | None}` (the caller's data policy, pipeline/policy.py); output: the /ask
+response fields (API.md, plus `explanation` and `confidence`) less `latency_ms` and `model`. Every step
 is a Runnable over a dict state, so users can reorder, drop or replace steps in their own LCEL code.
 Failures raise `AskFailed` (its `kind` is the API's 422 error type).
 """
@@ -19,8 +20,11 @@ from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrou
 from pydantic import BaseModel, Field
 
 from pipeline import answer as answer_mod
-from pipeline import databases, examples, prompt, repair, schema
+from pipeline import databases, enforce, example_store, examples, prompt, repair, schema
 from pipeline import grammar as sql_grammar
+from pipeline.confidence import confidence
+from pipeline.example_store import ExampleStore
+from pipeline.explain import explain
 from pipeline.generate import Usage, constrained
 from pipeline.select import TableSelector
 
@@ -66,22 +70,30 @@ class TextToSQL:
     """Holds the models and per-database caches (bank vectors, table vectors) behind the steps."""
 
     def __init__(
-        self, llm: BaseChatModel, embeddings: Embeddings, timeout_s: float = QUERY_TIMEOUT_S
+        self,
+        llm: BaseChatModel,
+        embeddings: Embeddings,
+        timeout_s: float = QUERY_TIMEOUT_S,
+        store: ExampleStore | None = None,
     ) -> None:
         self.llm = llm
         self.embeddings = embeddings
         self.timeout_s = timeout_s
         self.selector = TableSelector(embeddings)
-        self.banks: dict[tuple[str, str], examples.ExampleBank] = {}
+        self.store = store or example_store.store()
+        self.banks: dict[tuple[str, str], tuple[object, examples.ExampleBank]] = {}
 
     def bank(self, db: databases.Database, info: schema.SchemaInfo) -> examples.ExampleBank:
-        key = (db.name, db.dialect)
-        if key not in self.banks:
+        """The database's bank plus its approved examples, rebuilt when approved.yaml changes (an
+        approval in any process). Proposals are never read here: only approved pairs reach a prompt."""
+        key, stamp = (db.name, db.dialect), self.store.stamp(db.name)
+        cached = self.banks.get(key)
+        if cached is None or cached[0] != stamp:
             tables = {t.name for t in info.tables}
-            bank = examples.load_bank(db.name, db.dialect, tables)
+            bank = examples.load_bank(db.name, db.dialect, tables) + self.store.approved(db.name)
             words = examples.vocabulary([(t.name, [c.name for c in t.columns]) for t in info.tables])
-            self.banks[key] = examples.ExampleBank(bank, self.embeddings, words)
-        return self.banks[key]
+            self.banks[key] = (stamp, examples.ExampleBank(bank, self.embeddings, words))
+        return self.banks[key][1]
 
     # --- steps: each takes the state dict and returns one new value ---
     @staticmethod
@@ -94,13 +106,22 @@ class TextToSQL:
             "options": opts if isinstance(opts, AskOptions) else AskOptions.model_validate(opts),
             "max_rows": int(state.get("max_rows", 100)),
             "usage": Usage(),
+            "policy": state.get("policy"),  # the caller's DataPolicy for this database, or None
         }
+
+    @staticmethod
+    def describe(state: dict) -> schema.SchemaInfo:
+        """The schema as the caller may see it: under a data policy, hidden columns are gone and
+        sample rows come through the policy (pipeline/enforce.py)."""
+        info = schema.describe(state["db"])
+        policy = state["policy"]
+        return info if policy is None else enforce.cached_view(info, policy, state["db"])
 
     async def embed_question(self, state: dict) -> list[float]:
         return await self.embeddings.aembed_query(state["question"])
 
     async def pick_examples(self, state: dict) -> list[examples.Example]:
-        return await self.bank(state["db"], state["schema"]).nearest(
+        return await self.bank(state["db"], schema.describe(state["db"])).nearest(
             state["question"], state["qvec"], state["options"].examples, state["options"].skeleton
         )
 
@@ -114,7 +135,7 @@ class TextToSQL:
         text = prompt.compact_schema(state["schema"], state["tables"])
         return prompt.build(state["question"], text, state["db"].dialect, state["examples"])
 
-    async def solve(self, state: dict) -> tuple[repair.Outcome, int]:
+    async def solve(self, state: dict) -> tuple[repair.Outcome, int, float | None]:
         opts: AskOptions = state["options"]
         grammar = sql_grammar.for_schema(state["schema"]) if opts.grammar else None
         return await repair.solve(
@@ -128,22 +149,32 @@ class TextToSQL:
             max_attempts=opts.max_attempts,
             candidates=opts.candidates,
             ground=opts.ground,
+            policy=state["policy"],
         )
 
     async def write_answer(self, state: dict) -> str:
         if not state["options"].answer:
             return ""
-        outcome, _ = state["solved"]
+        outcome = state["solved"][0]
         return await answer_mod.answer(self.llm, state["question"], outcome.result, state["usage"])
 
     @staticmethod
     def finish(state: dict) -> dict:
-        outcome, rounds = state["solved"]
-        result = outcome.result
+        outcome, rounds, agree = state["solved"]
+        result, db, policy = outcome.result, state["db"], state["policy"]
+        sentence = explain(
+            outcome.safe_sql or "",
+            db.dialect,
+            cap=state["max_rows"] + 1,  # the guard's LIMIT, not the author's
+            policed=outcome.policed,
+            key=policy.key if policy else "",
+        )
         return {
             "question": state["question"],
-            "db": state["db"].name,
-            "sql": outcome.safe_sql,
+            "db": db.name,
+            "sql": outcome.ran,  # what ran: under a data policy, the rewritten query
+            "explanation": sentence,
+            "confidence": confidence(outcome.logprobs, agree),
             "columns": result.columns,
             "rows": result.rows,
             "row_count": result.row_count,
@@ -160,7 +191,7 @@ class TextToSQL:
         assign = RunnablePassthrough.assign
         return (
             RunnableLambda(self.start, name="start")
-            | assign(schema=RunnableLambda(lambda s: schema.describe(s["db"]), name="schema"))
+            | assign(schema=RunnableLambda(self.describe, name="schema"))
             | assign(qvec=_both(self.embed_question, "embed"))
             | assign(examples=_both(self.pick_examples, "examples"))
             | assign(tables=_both(self.select_tables, "select"))
@@ -171,6 +202,11 @@ class TextToSQL:
         )
 
 
-def build_chain(llm: BaseChatModel, embeddings: Embeddings, timeout_s: float = QUERY_TIMEOUT_S) -> Runnable:
+def build_chain(
+    llm: BaseChatModel,
+    embeddings: Embeddings,
+    timeout_s: float = QUERY_TIMEOUT_S,
+    store: ExampleStore | None = None,
+) -> Runnable:
     """The whole pipeline as one LCEL Runnable (see the module docstring for its input and output)."""
-    return TextToSQL(llm, embeddings, timeout_s).runnable()
+    return TextToSQL(llm, embeddings, timeout_s, store).runnable()

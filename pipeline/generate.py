@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import sqlglot
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from sqlglot import exp
 
+from pipeline.confidence import logprobs_of
 from pipeline.guard import DIALECTS
 from pipeline.llm import RunnerChatModel
 
@@ -83,14 +85,20 @@ def extract_sql(text: str) -> str | None:
     return sql or None
 
 
+class Draft(NamedTuple):
+    text: str  # the raw reply
+    sql: str | None  # the statement extracted from it
+    logprobs: list[float] | None  # chosen-token log-probabilities, when the model reports them
+
+
 async def generate(
     llm: BaseChatModel,
     messages: list[BaseMessage],
     usage: Usage,
     temperature: float = 0.0,
     seed: int | None = None,
-) -> tuple[str, str | None]:
-    """(raw reply, extracted SQL) for one candidate."""
+) -> Draft:
+    """One candidate: the reply, its SQL and (for pipeline/confidence.py) its token log-probabilities."""
     params: dict = {"stop": STOP, "max_tokens": MAX_TOKENS}
     if temperature > 0:
         params.update(temperature=temperature, seed=seed)
@@ -99,7 +107,7 @@ async def generate(
     reply = await llm.bind(**params).ainvoke(messages)
     usage.add(reply)
     text = str(reply.content)
-    return text, extract_sql(text)
+    return Draft(text, extract_sql(text), logprobs_of(reply))
 
 
 def constrained(llm: BaseChatModel, grammar: str | None) -> BaseChatModel:

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
+from pipeline.confidence import agreement
 from pipeline.databases import Database
+from pipeline.enforce import PolicyRefused, enforce, view
 from pipeline.execute import QueryResult, QueryTimeout, SQLError, execute
 from pipeline.generate import Usage, generate, ground_literals
 from pipeline.guard import ParseError, Refused, guard
 from pipeline.joins import fix_self_comparisons, remaining_self_comparisons
+from pipeline.policy import DataPolicy
 from pipeline.prompt import dialect_name
 from pipeline.schema import describe
 from pipeline.values import add_missing_values, fix_value_columns
@@ -45,18 +48,27 @@ class Outcome:
 
     raw: str
     sql: str | None
-    safe_sql: str | None = None
+    safe_sql: str | None = None  # guarded: the query as the model (and grounding) meant it
     result: QueryResult | None = None
     kind: str | None = None  # error type when it failed
     error: str | None = None
+    executed_sql: str | None = None  # what ran: safe_sql under the caller's data policy
+    policed: list[str] = field(default_factory=list)  # the tables the policy rewrote
+    logprobs: list[float] | None = None  # of the reply that wrote it (pipeline/confidence.py)
 
     @property
     def ok(self) -> bool:
         return self.result is not None
 
+    @property
+    def ran(self) -> str | None:
+        return self.executed_sql or self.safe_sql
 
-def check(db: Database, sql: str | None, raw: str, max_rows: int, timeout_s: float) -> Outcome:
-    """Guard and execute one candidate (blocking: run it in a thread)."""
+
+def check(
+    db: Database, sql: str | None, raw: str, max_rows: int, timeout_s: float, policy: DataPolicy | None = None
+) -> Outcome:
+    """Guard, apply the caller's data policy, and execute one candidate (blocking: run it in a thread)."""
     if sql is None:
         return Outcome(raw, None, kind="unanswerable", error="the model's reply contains no SQL statement")
     try:
@@ -66,23 +78,37 @@ def check(db: Database, sql: str | None, raw: str, max_rows: int, timeout_s: flo
         return Outcome(raw, sql, kind="sql_error", error=str(err))
     except Refused as err:
         return Outcome(raw, sql, kind="refused", error=str(err))
+    run, policed = safe, []
+    if policy is not None:
+        try:
+            run, policed = enforce(safe, policy, describe(db))
+        except PolicyRefused as err:  # never run unfiltered
+            return Outcome(raw, sql, safe, kind="refused", error=str(err))
+    out = Outcome(raw, sql, safe, executed_sql=run, policed=policed)
     try:
-        return Outcome(raw, sql, safe, execute(db, safe, max_rows, timeout_s))
+        out.result = execute(db, run, max_rows, timeout_s)
     except QueryTimeout as err:
-        return Outcome(raw, sql, safe, kind="timeout", error=str(err))
+        out.kind, out.error = "timeout", str(err)
     except SQLError as err:
-        return Outcome(raw, sql, safe, kind="sql_error", error=str(err))
+        out.kind, out.error = "sql_error", str(err)
+    return out
 
 
-def ground_sql(sql: str, question: str, db: Database, timeout_s: float) -> str:
+def ground_sql(
+    sql: str, question: str, db: Database, timeout_s: float, policy: DataPolicy | None = None
+) -> str:
     """The model's query tied to the question and the data (blocking: value lookups hit the database):
     invented filters dropped, `ON T.c = T.c` re-pointed (pipeline/joins.py), a value looked for in the
-    column that holds it, a value the question names but the query dropped put back (pipeline/values.py)."""
-    info = describe(db)
+    column that holds it, a value the question names but the query dropped put back (pipeline/values.py).
+    Under a data policy the lookups see only what the caller may see."""
+    try:
+        info = describe(db) if policy is None else view(describe(db), policy)
+    except PolicyRefused:
+        return sql  # check() refuses it, naming the policy
     grounded = ground_literals(sql, question, db.dialect)
     grounded = fix_self_comparisons(grounded, db.dialect, info)
-    grounded = fix_value_columns(grounded, db, info, timeout_s)
-    return add_missing_values(grounded, question, db, info, timeout_s)
+    grounded = fix_value_columns(grounded, db, info, timeout_s, policy)
+    return add_missing_values(grounded, question, db, info, timeout_s, policy)
 
 
 def _key(result: QueryResult) -> tuple:
@@ -118,28 +144,35 @@ async def solve(
     max_attempts: int = 3,
     candidates: int = 1,
     ground: bool = True,
-) -> tuple[Outcome, int]:
-    """(winning outcome, rounds used); raises AskFailed when no round produced a runnable query."""
+    policy: DataPolicy | None = None,
+) -> tuple[Outcome, int, float | None]:
+    """(winning outcome, rounds used, candidates' agreement or None); raises AskFailed when no round
+    produced a runnable query."""
 
     async def attempt(msgs: list[BaseMessage], temperature: float, seed: int | None) -> Outcome:
-        raw, sql = await generate(llm, msgs, usage, temperature, seed)
+        raw, sql, logprobs = await generate(llm, msgs, usage, temperature, seed)
         if sql and ground:
-            grounded = await asyncio.to_thread(ground_sql, sql, question, db, timeout_s)
+            grounded = await asyncio.to_thread(ground_sql, sql, question, db, timeout_s, policy)
             if grounded != sql:  # the model's own query stays the fallback
-                outcome = await asyncio.to_thread(check, db, grounded, raw, max_rows, timeout_s)
+                outcome = await asyncio.to_thread(check, db, grounded, raw, max_rows, timeout_s, policy)
                 if outcome.ok:
+                    outcome.logprobs = logprobs
                     return outcome
         if sql and (always_true := remaining_self_comparisons(sql, db.dialect)):
             # It would run and return a cross product: ask for a repair instead of answering wrongly.
             error = f"the JOIN condition {always_true[0]} compares a column with itself"
             return Outcome(raw, sql, kind="sql_error", error=error + "; join on the column both tables share")
-        return await asyncio.to_thread(check, db, sql, raw, max_rows, timeout_s)
+        outcome = await asyncio.to_thread(check, db, sql, raw, max_rows, timeout_s, policy)
+        outcome.logprobs = logprobs
+        return outcome
 
     first = await asyncio.gather(
         *(attempt(messages, 0.0 if i == 0 else SAMPLE_TEMPERATURE, i) for i in range(candidates))
     )
     if any(o.ok for o in first):
-        return vote(list(first)), 1
+        winner = vote(list(first))
+        keys = [_key(o.result) if o.result is not None else None for o in first]
+        return winner, 1, agreement(keys, _key(winner.result)) if winner.result is not None else None
     last, failed = first[0], {o.sql for o in first}
     rounds = 1
     while rounds < max_attempts and last.kind != "timeout":
@@ -149,7 +182,7 @@ async def solve(
         if outcome.sql in failed:  # repeated itself: draw a different one
             outcome = await attempt(turns, SAMPLE_TEMPERATURE, rounds)
         if outcome.ok:
-            return outcome, rounds
+            return outcome, rounds, None  # a repair is one candidate: nothing to agree with
         failed.add(outcome.sql)
         last = outcome
-    raise AskFailed(last.kind or "unanswerable", last.error or "no answer", last.safe_sql or last.sql, rounds)
+    raise AskFailed(last.kind or "unanswerable", last.error or "no answer", last.ran or last.sql, rounds)

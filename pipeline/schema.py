@@ -52,6 +52,7 @@ class SchemaInfo:
     dialect: str
     tables: list[TableInfo]
     quote: Any = field(default=str, repr=False)  # the dialect's identifier quoting
+    schema_name: str | None = None  # the default schema the tables were reflected from (main, public)
 
     def table(self, name: str) -> TableInfo:
         return next(t for t in self.tables if t.name.lower() == name.lower())
@@ -145,7 +146,7 @@ def reflect(db: Database, samples: int = SAMPLE_ROWS) -> SchemaInfo:
             tables.append(TableInfo(name, columns, fks, [[json_safe(v) for v in r] for r in rows]))
         conn.rollback()
     quote = db.engine.dialect.identifier_preparer.quote
-    return SchemaInfo(db=db.name, dialect=db.dialect, tables=tables, quote=quote)
+    return SchemaInfo(db.name, db.dialect, tables, quote, insp.default_schema_name)
 
 
 _lock = threading.Lock()

@@ -14,10 +14,12 @@ import sqlglot
 from sqlglot import exp
 
 from pipeline.databases import Database
+from pipeline.enforce import PolicyRefused, enforce
 from pipeline.execute import QueryTimeout, SQLError, execute
 from pipeline.guard import DIALECTS
 from pipeline.joins import qualifier_of, sources_of
-from pipeline.schema import SchemaInfo, TableInfo
+from pipeline.policy import DataPolicy
+from pipeline.schema import SchemaInfo, TableInfo, describe
 
 _TEXT_TYPES = ("CHAR", "TEXT", "CLOB", "STRING")
 MAX_LOOKUPS = 24  # per query: a few tables of a few text columns each
@@ -28,10 +30,13 @@ def _text_columns(table: TableInfo) -> list[str]:
 
 
 class _Lookup:
-    """Does `table.column` hold `value`? Cached, and bounded by MAX_LOOKUPS."""
+    """Does `table.column` hold `value`? Cached, and bounded by MAX_LOOKUPS. Under a data policy the
+    lookup sees what the caller sees: a filtered row or masked value must not steer the query."""
 
-    def __init__(self, db: Database, info: SchemaInfo, timeout_s: float) -> None:
-        self.db, self.info, self.timeout_s = db, info, timeout_s
+    def __init__(
+        self, db: Database, info: SchemaInfo, timeout_s: float, policy: DataPolicy | None = None
+    ) -> None:
+        self.db, self.info, self.timeout_s, self.policy = db, info, timeout_s, policy
         self.seen: dict[tuple[str, str, str], bool] = {}
 
     def holds(self, table: str, column: str, value: exp.Literal) -> bool | None:
@@ -43,8 +48,10 @@ class _Lookup:
             dialect = DIALECTS.get(self.db.dialect, self.db.dialect)
             probe = f"SELECT 1 FROM {q(table)} WHERE {q(column)} = {value.sql(dialect=dialect)} LIMIT 1"
             try:
+                if self.policy is not None:
+                    probe, _ = enforce(probe, self.policy, describe(self.db))
                 self.seen[key] = bool(execute(self.db, probe, 1, self.timeout_s).rows)
-            except (QueryTimeout, SQLError):
+            except (QueryTimeout, SQLError, PolicyRefused):
                 return None
         return self.seen[key]
 
@@ -66,14 +73,16 @@ def _has(table: TableInfo, column: str) -> bool:
     return any(c.name.lower() == column.lower() for c in table.columns)
 
 
-def fix_value_columns(sql: str, db: Database, info: SchemaInfo, timeout_s: float) -> str:
+def fix_value_columns(
+    sql: str, db: Database, info: SchemaInfo, timeout_s: float, policy: DataPolicy | None = None
+) -> str:
     """`sql` with each `col = 'text'` whose value `col` lacks re-pointed at the one column holding it."""
     read = DIALECTS.get(db.dialect, db.dialect)
     try:
         tree = sqlglot.parse_one(sql, read=read)
     except sqlglot.errors.SqlglotError:
         return sql
-    lookup, changed = _Lookup(db, info, timeout_s), False
+    lookup, changed = _Lookup(db, info, timeout_s, policy), False
     for select in tree.find_all(exp.Select):
         where = select.args.get("where")
         if where is None:
@@ -125,7 +134,14 @@ def _named_before(holders: list[tuple[exp.Table, str]], value: str, question: st
     return [(src, col) for src, col in holders if {src.name.lower(), col.lower()} & words]
 
 
-def add_missing_values(sql: str, question: str, db: Database, info: SchemaInfo, timeout_s: float) -> str:
+def add_missing_values(
+    sql: str,
+    question: str,
+    db: Database,
+    info: SchemaInfo,
+    timeout_s: float,
+    policy: DataPolicy | None = None,
+) -> str:
     """`sql` with `col = 'value'` added for each value the question names but the query never uses,
     when exactly one text column of the query's tables holds it (the model dropped the filter)."""
     read = DIALECTS.get(db.dialect, db.dialect)
@@ -136,7 +152,7 @@ def add_missing_values(sql: str, question: str, db: Database, info: SchemaInfo, 
     if not isinstance(tree, exp.Select):
         return sql  # UNION and friends: which branch would take it is a guess
     used = {lit.this.lower() for lit in tree.find_all(exp.Literal) if lit.is_string}
-    scope, lookup, changed = sources_of(tree), _Lookup(db, info, timeout_s), False
+    scope, lookup, changed = sources_of(tree), _Lookup(db, info, timeout_s, policy), False
     for value in named_values(question):
         if any(value.lower() in u for u in used):
             continue  # already filtered on (LIKE patterns included)

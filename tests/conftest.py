@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import bentoml
 import pytest
@@ -18,9 +19,18 @@ TEST_ENV = {"BENTOML_DO_NOT_TRACK": "true"}
 TEST_ENV.update(PROVIDER_ENV)
 
 
+def state_env(tmp: Path) -> dict[str, str]:
+    """The audit log and example store of one test server, in a folder of its own."""
+    return {
+        "ASKDB_AUDIT_LOG": str(tmp / "audit" / "audit.jsonl"),
+        "ASKDB_EXAMPLE_STORE": str(tmp / "examples"),
+    }
+
+
 @pytest.fixture(scope="session")
-def askdb() -> Iterator[BentoServer]:
-    with BentoServer("service:AskDB", env=TEST_ENV) as server:
+def askdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BentoServer]:
+    env = {**TEST_ENV, **state_env(tmp_path_factory.mktemp("askdb"))}
+    with BentoServer("service:AskDB", env=env) as server:
         yield server
 
 
@@ -38,7 +48,7 @@ def postgres() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="session")
-def askdb_pg(postgres: PostgresServer) -> Iterator[BentoServer]:
+def askdb_pg(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BentoServer]:
     """A second AskDB configured through ASKDB_DATABASES with PostgreSQL databases whose URLs carry
     passwords: `pg` (SELECT-only role, password written in the URL), `pg_env` (owner, password from
     ${ASKDB_TEST_PG_PASSWORD}) and `pg_wrong_password` (fails to connect: error paths must not leak).
@@ -49,5 +59,6 @@ def askdb_pg(postgres: PostgresServer) -> Iterator[BentoServer]:
         "pg_wrong_password": postgres.url_for("askdb", "wrong-" + postgres.password),
     }
     env = {**TEST_ENV, "ASKDB_DATABASES": json.dumps(databases), "ASKDB_TEST_PG_PASSWORD": postgres.password}
+    env.update(state_env(tmp_path_factory.mktemp("askdb_pg")))
     with BentoServer("service:AskDB", env=env) as server:
         yield server

@@ -62,6 +62,7 @@ class Guarded:
 
 
 def guarded_env(key_file: Path) -> dict[str, str]:
+    """The keys, caps and databases above; the audit log and example store beside the key file."""
     inline = [
         {"name": "full", "key": KEYS["full"]},
         {"name": "scoped", "key": KEYS["scoped"], "databases": ["chinook"]},
@@ -87,6 +88,9 @@ def guarded_env(key_file: Path) -> dict[str, str]:
         "ASKDB_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
         "ASKDB_MAX_HEADER_BYTES": str(MAX_HEADER_BYTES),
         "ASKDB_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        # fuzzed /feedback bodies propose examples: keep them (and the audit) out of the checkout
+        "ASKDB_EXAMPLE_STORE": str(key_file.parent / "examples"),
+        "ASKDB_AUDIT_LOG": str(key_file.parent / "audit" / "audit.jsonl"),
     }
 
 

@@ -50,6 +50,7 @@ BENTO_OPERATIONS = [
     "POST /schema",
     "POST /databases",
     "POST /feedback",
+    "POST /examples",
 ]
 OPENAI_OPERATIONS = [
     "GET /v1/models",

@@ -1,0 +1,164 @@
+"""Per-key data policies: row filters, masked and hidden columns, read from the API key specs.
+
+A key spec (api/auth.py, `ASKDB_API_KEYS` / `ASKDB_API_KEY_FILE`) may carry `policies`, a mapping
+database -> table -> rule, and `admin: true` (may approve examples, service.py `/examples`):
+
+    - name: emea-analyst
+      key: ...
+      policies:
+        chinook:
+          Customer: {rows: "Country IN ('Germany', 'France')", mask: [Email, Phone], hide: [Fax]}
+          Invoice: {rows: "BillingCountry IN ('Germany', 'France')"}
+
+`rows` is a SQL condition in the database's dialect over that table's own columns; only rows where it
+is true exist for the key. A `mask`ed column keeps its name but every value reads `'***'`; a `hide`n
+column does not exist for the key at all. A policy covers one table: police every table that holds
+the data (a filter on Customer does not filter Invoice). pipeline/enforce.py applies it.
+
+Filters are parsed and checked (one read-only condition, no denied function) once, at start-up: a
+bad one raises `PolicyError` naming the key, database and table, and the service does not start.
+Keys are matched by their digest, so a policy follows the key whatever its name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlglot
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+
+from api import auth
+from pipeline import databases
+from pipeline.guard import ParseError, Refused, guard, sqlglot_dialect
+
+MASK = "***"  # what a masked column reads: text, so no real value can pass for it
+
+
+class PolicyError(ValueError):
+    """A policy that cannot be enforced; the message names the key, database and table."""
+
+
+class TableRule(BaseModel):
+    """One table's rule as written in a key spec."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: str | None = Field(default=None, min_length=1, max_length=4000)
+    mask: list[str] = Field(default_factory=list)
+    hide: list[str] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TablePolicy:
+    table: str  # as written in the spec
+    rows: exp.Expression | None  # parsed once; copied into every query
+    mask: frozenset[str]  # lower-case column names
+    hide: frozenset[str]
+
+    def column_rule(self, column: str) -> str | None:
+        low = column.lower()
+        return "hide" if low in self.hide else "mask" if low in self.mask else None
+
+
+@dataclass(frozen=True)
+class DataPolicy:
+    """What one key sees of one database."""
+
+    key: str  # the key's name, for messages and the audit trail
+    db: str
+    dialect: str
+    tables: Mapping[str, TablePolicy] = field(default_factory=dict)  # lower-case table name -> rule
+
+    def rule(self, table: str) -> TablePolicy | None:
+        # Case-insensitive on purpose: SQLite ignores case even in quoted names, and in PostgreSQL a
+        # second table differing only in case is policed too (over-applying can only hide rows).
+        return self.tables.get(table.lower())
+
+    @property
+    def label(self) -> str:
+        return f"the data policy of key '{self.key}' on database '{self.db}'"
+
+
+def parse_rule(key: str, db: str, dialect: str, table: str, raw: object) -> TablePolicy:
+    """A checked TablePolicy, or PolicyError saying which key, database and table is wrong."""
+    where = f"key '{key}', database '{db}', table '{table}'"
+    try:
+        rule = TableRule.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise PolicyError(f"{where}: {problems}") from None
+    condition = None
+    if rule.rows is not None:
+        read = sqlglot_dialect(dialect)
+        try:
+            condition = sqlglot.parse_one(rule.rows, read=read, into=exp.Condition)
+            # the same guard as any query: read-only, no denied function, no system catalog
+            guard(exp.select("*").from_(exp.to_table(table)).where(condition.copy()).sql(read), dialect, 1)
+        except (SqlglotError, ParseError, Refused) as err:
+            text = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+            reason = "it does not parse as a single condition" if "Failed to parse" in text else text
+            why = f"row filter {rule.rows!r} is not one read-only condition: {reason}"
+            raise PolicyError(f"{where}: {why}") from None
+    return TablePolicy(
+        table=table,
+        rows=condition,
+        mask=frozenset(c.lower() for c in rule.mask),
+        hide=frozenset(c.lower() for c in rule.hide),
+    )
+
+
+class Callers:
+    """Data policies and the admin flag of every configured key, looked up by the key's digest."""
+
+    def __init__(self, policies: dict[bytes, dict[str, DataPolicy]], admins: frozenset[bytes]) -> None:
+        self.policies, self.admins = policies, admins
+
+    def policy(self, key: auth.ApiKey | None, db: str) -> DataPolicy | None:
+        """The policy of `key` on database `db`; None when the key has none there (or auth is off)."""
+        return None if key is None else self.policies.get(key.digest, {}).get(db)
+
+    def is_admin(self, key: auth.ApiKey | None) -> bool:
+        return key is not None and key.digest in self.admins
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Callers:
+        env = os.environ if env is None else env
+        auth.KeyRing.from_env(env)  # its own clear errors first (short keys, duplicates, bad fields)
+        specs = _specs(env)
+        try:  # only when there are policies: a broken database setting is otherwise a 503 per request
+            dialects = dict(databases.names()) if any(s.policies for s in specs) else {}
+        except (databases.ConfigError, OSError) as err:
+            raise PolicyError(f"the data policies cannot be checked: {err}") from None
+        policies: dict[bytes, dict[str, DataPolicy]] = {}
+        admins: set[bytes] = set()
+        for index, spec in enumerate(specs, start=1):
+            name = spec.name or f"key-{index}"  # the name api/auth gives an unnamed key
+            secret = spec.key.get_secret_value() if spec.key is not None else None
+            digest = auth.digest(secret) if secret is not None else bytes.fromhex(spec.sha256 or "")
+            if spec.admin:
+                admins.add(digest)
+            for db, tables in (spec.policies or {}).items():
+                if db not in dialects:
+                    known = ", ".join(dialects)
+                    raise PolicyError(f"key '{name}': policies name database '{db}', not one of {known}")
+                rules = {
+                    table.lower(): parse_rule(name, db, dialects[db], table, raw)
+                    for table, raw in tables.items()
+                }
+                policies.setdefault(digest, {})[db] = DataPolicy(name, db, dialects[db], rules)
+        return cls(policies, frozenset(admins))
+
+
+def _specs(env: Mapping[str, str]) -> list[auth.KeySpec]:
+    # The very parser api/auth uses, in its order, so a key and its policies can never be read apart.
+    specs: list[auth.KeySpec] = []
+    if raw := env.get("ASKDB_API_KEYS", "").strip():
+        specs += auth._parse_inline(raw)
+    if path := env.get("ASKDB_API_KEY_FILE", "").strip():
+        specs += auth._parse_file(Path(path))
+    return specs
