@@ -39,7 +39,9 @@ class Session:
 
     def __init__(self, tag: str, store: ExampleStore | None = None) -> None:
         self.tag = tag
-        llm = RunnerChatModel(runner=Engine(llm_engine.load(bentoml.models.get(tag).path)), model_name=tag)
+        llm = RunnerChatModel(
+            runner=Engine(llm_engine.load(bentoml.models.get(tag).path)), model_name=tag, logprobs=0
+        )
         emb = RunnerEmbeddings(Engine(Embedder.load(bentoml.models.get(DEFAULT_EMBED_TAG).path)))
         self.chain = build_chain(llm, emb, store=store)
 

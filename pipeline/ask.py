@@ -68,7 +68,9 @@ class AskResponse(BaseModel):
     tables: list[str] = []  # the tables the prompt showed (after selection)
     examples: list[str] = []  # the few-shot questions the prompt showed
     explanation: str = ""  # what the SQL does, in words, from its syntax tree (pipeline/explain.py)
-    confidence: NullableFloat = None  # 0..1; null until the runner reports logprobs (pipeline/confidence.py)
+    confidence: NullableFloat = (
+        None  # 0..1 from token log-probabilities (pipeline/confidence.py); null for providers without them
+    )
 
 
 def error_response(kind: str, message: str, sql: str | None = None, status: int = 422) -> JSONResponse:
@@ -126,7 +128,7 @@ class Asker:
                 self.routed[model] = build_chain(llm, RunnerEmbeddings(self.embed_handle))  # type: ignore[arg-type]
             return self.routed[model]
         if self.chain is None:
-            llm = RunnerChatModel(runner=self.llm_handle, model_name=tag)
+            llm = RunnerChatModel(runner=self.llm_handle, model_name=tag, logprobs=0)  # for `confidence`
             self.chain = build_chain(llm, RunnerEmbeddings(self.embed_handle))
         return self.chain
 

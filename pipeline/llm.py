@@ -53,6 +53,9 @@ class RunnerChatModel(BaseChatModel):
     max_tokens: int = 256
     seed: int | None = None
     stop: list[str] | None = None
+    # ask the runner for each generated token's log-probability (0: the chosen token's alone), so
+    # answers can carry a confidence (pipeline/confidence.py); None: not asked
+    logprobs: int | None = None
 
     @property
     def _llm_type(self) -> str:
@@ -71,6 +74,7 @@ class RunnerChatModel(BaseChatModel):
             seed=kwargs.get("seed", self.seed),
             stop=list(stop or self.stop or []),
             grammar=kwargs.get("grammar"),
+            logprobs=kwargs.get("logprobs", self.logprobs),
         )
 
     def _chat_result(self, result: GenResult) -> ChatResult:
@@ -81,7 +85,9 @@ class RunnerChatModel(BaseChatModel):
             "output_tokens": result.completion_tokens,
             "total_tokens": result.prompt_tokens + result.completion_tokens,
         }
-        meta = {"finish_reason": result.finish_reason, "model_name": self.model_name}
+        meta: dict[str, Any] = {"finish_reason": result.finish_reason, "model_name": self.model_name}
+        if result.logprobs:
+            meta["logprobs"] = [t.logprob for t in result.logprobs]
         message = AIMessage(content=result.text, usage_metadata=usage, response_metadata=meta)
         return ChatResult(
             generations=[ChatGeneration(message=message)], llm_output={"model_name": self.model_name}

@@ -223,3 +223,20 @@ def test_streams_survive_the_runner_clients_turnover(askdb: BentoServer) -> None
     ends, codes = asyncio.run(_streams_across_many_calls(askdb.url, 6, 110))
     assert ends == ["data: [DONE]"] * 6
     assert codes == [200] * 110
+
+
+def test_length_means_the_budget_was_reached(askdb: BentoServer) -> None:
+    """issue 18.7: `finish_reason: "length"` came after 92, 49 or 1 of 250 tokens in 3 of 10 calls.
+    Ten at once, EOS ignored: each reports "length" with exactly its 250 tokens."""
+
+    async def ten() -> list[dict]:
+        body = {"model": "local", "prompt": "Once upon a time", "max_tokens": 250, "ignore_eos": True}
+        async with httpx.AsyncClient(timeout=600) as client:
+            replies = await asyncio.gather(
+                *(client.post(f"{askdb.url}/v1/completions", json=body) for _ in range(10))
+            )
+        return [r.json() for r in replies]
+
+    for reply in asyncio.run(ten()):
+        assert reply["choices"][0]["finish_reason"] == "length", reply
+        assert reply["usage"]["completion_tokens"] == 250, reply
