@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import heapq
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -29,15 +28,14 @@ from typing import Any
 import torch
 
 from observability import llm_meter, metrics
-from runners import compiled
 from runners.admission import WaitQueue
 from runners.constrain import Constraints, fill_mask
 from runners.kv import CacheShape, SlotCache
 from runners.model import LoadedModel
 from runners.prefill import PrefillRow
-from runners.sampling import Variant
+from runners.sampling import normal_seed
 from runners.schemas import GenRequest, GenResult, StreamEvent, TokenLogprob
-from runners.sequence import Seq, Sink, failed
+from runners.sequence import Seq, Sink, collect, failed, variant_of
 from runners.step import Step
 
 log = logging.getLogger(__name__)
@@ -80,35 +78,9 @@ class Engine:
         self._thread = threading.Thread(target=self._loop, name="askdb-engine", daemon=True)
         self._thread.start()
 
-    @torch.inference_mode()
     def warm_up(self, max_keys: int, cache_dir: str = "") -> dict[str, Any]:
-        """Before the first request: compile (or load compiled kernels from `cache_dir`) and
-        capture the decode graphs for key lengths up to `max_keys`, timing each part."""
-        t0 = time.perf_counter()
-        compiling = self.step.compiled
-        cache = compiled.cache_file(
-            cache_dir if compiling else "", self.tag, self.lm.device, self.lm.dtype, self.slots, self.context
-        )
-        loaded = compiled.load(cache)
-        state = ("from cache" if loaded else "yes") if compiling else "no"
-        if compiling:
-            try:
-                self.step.warm_prefill()
-                self.step.warm(self.step.key_sizes[0], [Variant()])  # compiles the decode forward
-            except Exception as err:  # serve uncompiled rather than not at all
-                log.exception("torch.compile failed; the engine runs the model uncompiled")
-                self.step.uncompile()
-                compiling, state = False, f"failed ({type(err).__name__})"
-        t1 = time.perf_counter()
-        graphs = self.step.warm(max_keys, [Variant(), Variant(sample=True)])
-        if compiling and not loaded:
-            compiled.save(cache)
-        return {
-            "compiled": state,
-            "graphs": graphs,
-            "prefill_s": t1 - t0,
-            "decode_s": time.perf_counter() - t1,
-        }
+        """Before the first request: compile, if asked, and capture graphs (Step.warm_up)."""
+        return self.step.warm_up(max_keys, cache_dir, self.tag, self.lm.device, self.lm.dtype)
 
     def close(self) -> None:
         """Stop the loop (requests still running end as cancelled) so the memory can go."""
@@ -142,7 +114,13 @@ class Engine:
             self._refuse(req, sink, failed(problem, "invalid", len(prompt)))
             return
         seq = Seq(
-            req=req, prompt=prompt, sink=sink, seed=_seed(req.seed), matcher=matcher, eos=self._eos, live=live
+            req=req,
+            prompt=prompt,
+            sink=sink,
+            seed=normal_seed(req.seed),
+            matcher=matcher,
+            eos=self._eos,
+            live=live,
         )
         with self._cond:
             # waiting = not yet in a slot; free slots will take some of them at the next iteration
@@ -331,7 +309,7 @@ class Engine:
         if any(s is not None and s.matcher is not None for s in self.rows):
             self.step.set_masks(self._masks, self._top())
         if group:
-            self.step.prefill(group, _variant(first))
+            self.step.prefill(group, variant_of(first))
             for r in group:
                 seq = self.rows[r.slot]
                 assert seq is not None
@@ -346,13 +324,13 @@ class Engine:
         if decoding:
             # where each row writes: its first token at len(prompt), then one further per token fed
             max_pos = max(len(s.prompt) + max(len(s.generated) - 1, 0) for s in decoding)
-            self.step.decode(top, max_pos, _variant(decoding))
+            self.step.decode(top, max_pos, variant_of(decoding))
             self.steps_run += 1
             metrics.engine_steps.inc()
             metrics.engine_step_rows.observe(len(decoding))
         if not first and not decoding:
             return
-        width = _variant([*first, *decoding]).width
+        width = variant_of([*first, *decoding]).width
         out = self.step.fetch(top, width)
         for seq in first:
             self._take(seq, out[seq.slot][1], width)
@@ -431,44 +409,3 @@ def load(path: str, **overrides: Any) -> Engine:
 def _deliver(items: list[tuple[asyncio.Queue, StreamEvent]]) -> None:
     for queue, event in items:
         queue.put_nowait(event)
-
-
-def _seed(seed: int | None) -> int:
-    """The request's seed as a signed 64-bit value (any integer is accepted), or a fresh one."""
-    if seed is None:
-        return random.getrandbits(63)
-    wrapped = seed % 2**64
-    return wrapped - 2**64 if wrapped >= 2**63 else wrapped
-
-
-def _variant(seqs: list[Any]) -> Variant:
-    reqs = [s.req for s in seqs if s is not None]
-    sampled = [r for r in reqs if r.temperature > 0]
-    return Variant(
-        sample=bool(sampled),
-        top_p=any(r.top_p < 1.0 for r in sampled),
-        masked=any(s is not None and s.matcher is not None for s in seqs),
-        logprobs=any(r.logprobs is not None for r in reqs),
-    )
-
-
-def collect(events: list[StreamEvent]) -> GenResult:
-    """A finished request's events as one result."""
-    last = events[-1]
-    logprobs = [lp for e in events for lp in (e.logprobs or [])]
-    return GenResult(
-        text="".join(e.text for e in events),
-        finish_reason=last.finish_reason or "error",
-        prompt_tokens=last.prompt_tokens,
-        completion_tokens=last.completion_tokens,
-        error=last.error,
-        code=last.code,
-        logprobs=logprobs or None,
-    )
-
-
-async def events_json(engine: Engine, req: GenRequest) -> AsyncIterator[str]:
-    """Newline-delimited StreamEvent JSON (the runner's `stream` wire format)."""
-    async with contextlib.aclosing(engine.stream(req)) as events:
-        async for event in events:
-            yield event.model_dump_json(exclude_defaults=True) + "\n"

@@ -8,6 +8,7 @@ continuous-batching loop; `cancel` frees the rows of requests whose clients left
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -15,7 +16,7 @@ from collections.abc import AsyncGenerator
 import bentoml
 
 from runners import config
-from runners.engine import Engine, events_json
+from runners.engine import Engine
 from runners.model import LoadedModel
 from runners.schemas import GenRequest, GenResult, ModelInfo
 
@@ -68,8 +69,9 @@ class LLM:
     async def stream(self, job: GenRequest) -> AsyncGenerator[str, None]:
         """Newline-delimited StreamEvent JSON as tokens are produced; every event carries the token
         counts so far. Closing the response (or `cancel`) frees the row at the next step."""
-        async for line in events_json(self.engine, job):
-            yield line
+        async with contextlib.aclosing(self.engine.stream(job)) as events:
+            async for event in events:
+                yield event.model_dump_json(exclude_defaults=True) + "\n"
 
     @bentoml.api
     def cancel(self, ids: list[str]) -> int:

@@ -10,6 +10,7 @@ its neighbours do (a shared torch RNG would hand out draws in batch order).
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import torch
@@ -95,3 +96,11 @@ def cut_at_stop(text: str, stops: list[str], start: int = 0) -> tuple[str, bool]
     """`text` up to the earliest stop string found at or after `start`, and whether one was."""
     hits = [i for s in stops if (i := text.find(s, start)) >= 0]
     return (text[: min(hits)], True) if hits else (text, False)
+
+
+def normal_seed(seed: int | None) -> int:
+    """A request's seed as a signed 64-bit value (any integer is accepted: it wraps), or a fresh one."""
+    if seed is None:
+        return random.getrandbits(63)
+    wrapped = seed % 2**64
+    return wrapped - 2**64 if wrapped >= 2**63 else wrapped

@@ -14,8 +14,8 @@ from typing import Any
 
 from tokenizers.decoders import DecodeStream
 
-from runners.sampling import cut_at_stop
-from runners.schemas import ErrorCode, FinishReason, GenRequest, StreamEvent, TokenLogprob
+from runners.sampling import Variant, cut_at_stop
+from runners.schemas import ErrorCode, FinishReason, GenRequest, GenResult, StreamEvent, TokenLogprob
 
 Sink = Callable[[StreamEvent], None]  # called on the engine thread; must not block
 
@@ -113,3 +113,30 @@ class Seq:
                 code=code,
             )
         )
+
+
+def variant_of(seqs: list[Seq]) -> Variant:
+    """What a step must compute for these requests (one captured graph per variant)."""
+    reqs = [s.req for s in seqs]
+    sampled = [r for r in reqs if r.temperature > 0]
+    return Variant(
+        sample=bool(sampled),
+        top_p=any(r.top_p < 1.0 for r in sampled),
+        masked=any(s.matcher is not None for s in seqs),
+        logprobs=any(r.logprobs is not None for r in reqs),
+    )
+
+
+def collect(events: list[StreamEvent]) -> GenResult:
+    """A finished request's events as one result."""
+    last = events[-1]
+    logprobs = [lp for e in events for lp in (e.logprobs or [])]
+    return GenResult(
+        text="".join(e.text for e in events),
+        finish_reason=last.finish_reason or "error",
+        prompt_tokens=last.prompt_tokens,
+        completion_tokens=last.completion_tokens,
+        error=last.error,
+        code=last.code,
+        logprobs=logprobs or None,
+    )

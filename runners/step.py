@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from runners import compiled
 from runners.kv import SlotCache
 from runners.model import LoadedModel
 from runners.prefill import Prefill, PrefillRow
@@ -168,6 +169,37 @@ class Step:
                         self.capture(b, kv_len, variant)
         torch.cuda.synchronize()
         return len(self._graphs)
+
+    @torch.inference_mode()
+    def warm_up(self, max_keys: int, cache_dir: str, *key: object) -> dict[str, Any]:
+        """Before the first request: compile, if asked (loading kernels compiled before from
+        `cache_dir`), and capture the decode graphs for key lengths up to `max_keys`; `key` names
+        the model and device in the cache file."""
+        t0 = time.perf_counter()
+        compiling = self.compiled
+        cache = compiled.cache_file(
+            cache_dir if compiling else "", *key, self.cache.slots, self.cache.context
+        )
+        loaded = compiled.load(cache)
+        state = ("from cache" if loaded else "yes") if compiling else "no"
+        if compiling:
+            try:
+                self.warm_prefill()
+                self.warm(self.key_sizes[0], [Variant()])  # compiles the decode forward
+            except Exception as err:  # serve uncompiled rather than not at all
+                log.exception("torch.compile failed; the engine runs the model uncompiled")
+                self.uncompile()
+                compiling, state = False, f"failed ({type(err).__name__})"
+        t1 = time.perf_counter()
+        graphs = self.warm(max_keys, [Variant(), Variant(sample=True)])
+        if compiling and not loaded:
+            compiled.save(cache)
+        return {
+            "compiled": state,
+            "graphs": graphs,
+            "prefill_s": t1 - t0,
+            "decode_s": time.perf_counter() - t1,
+        }
 
     def uncompile(self) -> None:
         """Back to the eager forward (after a failed compile); graphs already captured go."""

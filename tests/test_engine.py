@@ -108,7 +108,7 @@ class Watch:
         return bool(self.events) and self.events[-1].finish_reason is not None
 
     def result(self) -> GenResult:
-        from runners.engine import collect
+        from runners.sequence import collect
 
         return collect(self.events)
 
