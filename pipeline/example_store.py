@@ -29,6 +29,7 @@ import yaml
 from pipeline import chinook, databases
 from pipeline.examples import Example
 from pipeline.guard import guard
+from pipeline.schema import describe
 
 MAX_PENDING = 10_000  # per database: past this, proposals are refused until someone reviews them
 MAX_SQL_CHARS = 8000
@@ -89,6 +90,15 @@ class ExampleStore:
             raise ProposalError(f"database name {db[:64]!r} is not valid")
         return self.root / db
 
+    def _guard(self, db: str, sql: str, dialect: str) -> None:
+        """The SQL guard over the database's own tables (as /schema shows them)."""
+        self.folder(db)  # the name first: it also becomes a path
+        try:
+            tables = [t.name for t in describe(databases.get(db)).tables]
+        except databases.UnknownDatabase as err:
+            raise ProposalError(str(err), 404) from None
+        guard(sql, dialect, 1, tables)
+
     @contextmanager
     def _locked(self, db: str) -> Iterator[Path]:
         folder = self.folder(db)
@@ -115,7 +125,7 @@ class ExampleStore:
         if len(sql) > MAX_SQL_CHARS:
             raise ProposalError(f"field 'sql' is longer than {MAX_SQL_CHARS} characters")
         try:
-            guard(sql, dialect, 1)
+            self._guard(db, sql, dialect)
         except ValueError as err:  # ParseError and Refused are ValueErrors
             raise ProposalError(f"field 'sql' does not pass the SQL guard for '{db}': {err}") from None
         with self._locked(db) as folder:
@@ -165,7 +175,7 @@ class ExampleStore:
                 raise ProposalError(f"proposal {proposal_id} is already {found.status}", 409)
             if approve:
                 try:  # the guard may be stricter now than when it was proposed
-                    guard(found.sql, dialect, 1)
+                    self._guard(db, found.sql, dialect)
                 except ValueError as err:
                     why = f"proposal {proposal_id} no longer passes the SQL guard: {err}"
                     raise ProposalError(why, 422) from None

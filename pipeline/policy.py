@@ -98,7 +98,11 @@ def parse_rule(key: str, db: str, dialect: str, table: str, raw: object) -> Tabl
         try:
             condition = sqlglot.parse_one(rule.rows, read=read, into=exp.Condition)
             # the same guard as any query: read-only, no denied function, no system catalog
-            guard(exp.select("*").from_(exp.to_table(table)).where(condition.copy()).sql(read), dialect, 1)
+            # over the tables the filter names: the operator's configuration, not a model's output
+            # (that they exist is checked against the database when a query is rewritten)
+            probe = exp.select("*").from_(exp.to_table(table)).where(condition.copy())
+            named = [t.name for t in probe.find_all(exp.Table)]
+            guard(probe.sql(read), dialect, 1, named)
         except (SqlglotError, ParseError, Refused) as err:
             text = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
             reason = "it does not parse as a single condition" if "Failed to parse" in text else text

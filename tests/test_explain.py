@@ -59,10 +59,12 @@ def test_the_issue_example_reads_as_promised() -> None:
 
 
 def test_the_limit_the_guard_adds_is_not_the_authors_and_is_left_out() -> None:
-    safe = guard("SELECT Name FROM Artist", "sqlite", 100)
+    safe = guard("SELECT Name FROM Artist", "sqlite", 100, ["Artist"])
     assert "LIMIT 101" in safe
     assert explain(safe, cap=101) == "Lists Name of Artist."
-    assert explain(guard("SELECT Name FROM Artist LIMIT 3", "sqlite", 100), cap=101).endswith("first 3.")
+    assert explain(guard("SELECT Name FROM Artist LIMIT 3", "sqlite", 100, ["Artist"]), cap=101).endswith(
+        "first 3."
+    )
 
 
 @pytest.mark.parametrize(
