@@ -37,7 +37,7 @@ from pipeline.databases import Database
 PROGRESS_STEPS = 10_000
 PG_TIMEOUT_STATE = "57014"  # query_canceled
 T = TypeVar("T")
-log = logging.getLogger(__name__)
+log = logging.getLogger("bentoml.askdb.execute")  # under bentoml: its log handlers apply
 
 
 class QueryTimeout(Exception):

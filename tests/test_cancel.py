@@ -20,12 +20,15 @@ from sqlalchemy import create_engine, text
 from pipeline import databases
 from pipeline.chinook import default_path
 from pipeline.execute import QueryCancelled, execute, in_thread
+from tests.metrics_util import sample_sum
 from tests.pg import PostgresServer
 from tests.servers import BentoServer
 
+# statements of the reader role running now; the service's own schema sampling (bound `$1` limits,
+# catalog reads) is left out: only the SQL an /ask runs for its caller counts
 ACTIVE = (
-    "SELECT count(*) FROM pg_stat_activity WHERE usename = 'reader' AND state = 'active' "
-    "AND query NOT ILIKE '%pg_stat_activity%'"
+    "SELECT pid, query_start FROM pg_stat_activity WHERE usename = 'reader' AND state = 'active' "
+    "AND query NOT LIKE '%$1%' AND query NOT ILIKE '%pg_catalog%'"
 )
 
 
@@ -39,14 +42,15 @@ def poll(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) 
     raise TimeoutError(f"not within {timeout} s")
 
 
-def active_reader_queries(pg: PostgresServer) -> Callable[[], int]:
+def active_reader_queries(pg: PostgresServer) -> Callable[[], set[tuple]]:
     owner = create_engine(pg.url)
 
-    def count() -> int:
+    def running() -> set[tuple]:
+        """(backend pid, statement start) of each statement running now."""
         with owner.connect() as conn:
-            return conn.execute(text(ACTIVE)).scalar_one()
+            return {tuple(row) for row in conn.execute(text(ACTIVE))}
 
-    return count
+    return running
 
 
 async def start_and_leave(db: databases.Database, sql: str, running: Callable[[], bool]) -> dict:
@@ -91,13 +95,46 @@ def test_postgres_backend_leaves_pg_stat_activity_when_its_caller_leaves(
     db = databases.open_database("pg", postgres.reader_url)
     active = active_reader_queries(postgres)
     try:
-        seen = asyncio.run(start_and_leave(db, 'SELECT count(*) FROM "Artist"', lambda: active() > 0))
-        gone = poll(lambda: active() == 0, 5)
+        seen = asyncio.run(start_and_leave(db, 'SELECT count(*) FROM "Artist"', lambda: bool(active())))
+        gone = poll(lambda: not active(), 5)
     finally:
         db.engine.dispose()
     print(seen, f"gone from pg_stat_activity {gone:.2f} s after the cancel")
     assert seen["outcome"] == QueryCancelled.__name__
     assert seen["after_leaving_s"] < 1.0 and gone < 1.0
+
+
+ROWS, CANCELLED, STEPS = "askdb_llm_rows_running", "askdb_llm_cancelled", "askdb_llm_decode_steps"
+
+
+def open_ask(port: int, body: dict) -> socket.socket:
+    """An /ask sent on a raw connection the test can drop at any moment (a client that leaves)."""
+    data = json.dumps(body).encode()
+    head = (
+        "POST /ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    )
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(head.encode() + data)
+    return sock
+
+
+def test_ask_client_leaving_during_generation_frees_its_engine_row(askdb_pg: BentoServer) -> None:
+    url = askdb_pg.url
+    before = sample_sum(url, CANCELLED, f"{CANCELLED}_total")
+    sock = open_ask(
+        askdb_pg.port, {"db": "chinook", "question": "How many albums are there?", "answer": False}
+    )
+    try:
+        poll(lambda: sample_sum(url, ROWS, ROWS) >= 1, 240, interval=0.1)  # its SQL is being written
+        steps = sample_sum(url, STEPS, f"{STEPS}_total")
+    finally:
+        sock.close()
+    freed = poll(lambda: sample_sum(url, ROWS, ROWS) == 0, 10, interval=0.05)
+    ran = sample_sum(url, STEPS, f"{STEPS}_total") - steps
+    print(f"/ask: engine row freed {freed:.2f} s after the client left ({ran:.0f} decode steps since)")
+    assert sample_sum(url, CANCELLED, f"{CANCELLED}_total") - before == 1
+    assert freed < 3.0 and ran <= 5, (freed, ran)  # in-process, tests/test_engine.py: the next step
 
 
 def test_ask_client_leaving_stops_its_sql(
@@ -106,17 +143,12 @@ def test_ask_client_leaving_stops_its_sql(
     """The whole way: a client closes its /ask connection while the query runs (every table reads
     slowly: ~14 s for Artist, cut at the 10 s query limit if nobody stopped it)."""
     active = active_reader_queries(postgres)
-    body = json.dumps({"db": "pg", "question": "How many artists are there?", "answer": False}).encode()
-    head = (
-        "POST /ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    sock = socket.create_connection(("127.0.0.1", askdb_pg.port))
+    sock = open_ask(askdb_pg.port, {"db": "pg", "question": "How many artists are there?", "answer": False})
     try:
-        sock.sendall(head.encode() + body)
-        poll(lambda: active() > 0, 240, interval=0.1)  # the model wrote its SQL; it runs now
+        poll(lambda: bool(active()), 240, interval=0.1)  # the model wrote its SQL; it runs now
+        mine = active()
     finally:
         sock.close()
-    gone = poll(lambda: active() == 0, 10)
+    gone = poll(lambda: not (mine & active()), 10)
     print(f"/ask: its query gone from pg_stat_activity {gone:.2f} s after the client left")
     assert gone < 1.0
