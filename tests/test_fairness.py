@@ -10,12 +10,16 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterator
 
+import httpx
+import openai
 import pytest
 
 from bench.tenants import Backlog, jain, light_latencies, tiny_llama
 from runners.engine import Engine
 from runners.model import LoadedModel
 from runners.tenancy import Tenant
+from tests.guarded import Guarded
+from tests.metrics_util import sample_sum, wait_idle
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +82,28 @@ def test_max_rows_caps_a_tenants_slots(engine: Engine) -> None:
     with Backlog(engine, capped, streams=12) as load:
         load.wait_tokens(300)
         assert 1 <= load.peak_rows <= 3, load.peak_rows
+
+
+TOKENS = "askdb_llm_tenant_tokens"
+
+
+def test_the_api_keys_name_reaches_the_engine_as_its_tenant(guarded: Guarded) -> None:
+    """Served: a key's generations are counted under its name in the runner (the tenant travelled
+    from api/access.py through /v1 and /generate to the engine's queue)."""
+    url = guarded.url
+    wait_idle(url, timeout=120)
+
+    def served(name: str) -> float:
+        return sum(
+            sample_sum(url, TOKENS, f"{TOKENS}_total", tenant=name, kind=k) for k in ("prompt", "completion")
+        )
+
+    before = {name: served(name) for name in ("full", "scoped")}
+    oa = openai.OpenAI(base_url=f"{url}/v1", api_key=guarded.keys["full"], max_retries=0)
+    reply = oa.completions.create(model="local", prompt="SELECT name FROM", max_tokens=3, temperature=0)
+    r = httpx.post(
+        f"{url}/generate", json={"prompt": "Hello", "max_new_tokens": 2}, headers=guarded.auth("scoped")
+    )
+    assert r.status_code == 200, r.text
+    assert served("full") - before["full"] == reply.usage.total_tokens
+    assert served("scoped") - before["scoped"] == r.json()["usage"]["total_tokens"]
