@@ -28,3 +28,9 @@ REQUEST_TIMEOUT_S = _int("ASKDB_REQUEST_TIMEOUT_S", 600)
 # that sends more is refused (431); enforced in the HTTP protocol, before any route (api/http_protocol.py).
 HEADER_TIMEOUT_S = _float("ASKDB_HEADER_TIMEOUT_S", 10.0)
 MAX_HEADER_BYTES = _int("ASKDB_MAX_HEADER_BYTES", 16 * 1024)
+# Rate-limit buckets in Redis (api/shared_limits.py), so a key's limits hold across workers and
+# replicas; unset: per process. FAILURE while Redis is down: open = per-process buckets, closed = 503.
+REDIS_URL = os.environ.get("ASKDB_REDIS_URL", "").strip()
+REDIS_FAILURE = os.environ.get("ASKDB_REDIS_FAILURE", "open").strip().lower()
+# The longest a rate-limit check waits for Redis: a request must not hang on a dead limiter.
+REDIS_TIMEOUT_S = _float("ASKDB_REDIS_TIMEOUT_S", 0.25)

@@ -15,23 +15,18 @@ at most every RETRY_S, so it is back within about a second of returning, without
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from api import limits
 from api.ratelimit import SLACK_S, TOKEN_CREDIT, Decision, RateLimiter, ceil_s
 from observability import metrics
 
 log = logging.getLogger("bentoml.askdb.ratelimit")
 
-REDIS_URL = os.environ.get("ASKDB_REDIS_URL", "").strip()
-# open: fall back to per-process buckets while Redis is down; closed: refuse (503) until it is back
-REDIS_FAILURE = os.environ.get("ASKDB_REDIS_FAILURE", "open").strip().lower()
-# each call waits this long for Redis at most: a request should not hang on a dead limiter
-REDIS_TIMEOUT_S = float(os.environ.get("ASKDB_REDIS_TIMEOUT_S", 0.25))
 RETRY_S = 1.0  # after a failure, go straight to the fallback for this long before trying again
 IDLE_TTL_S = 120  # a bucket untouched this long is full again anyway: let Redis forget it
 
@@ -150,4 +145,5 @@ UNAVAILABLE = Decision(False, 1, "unavailable")
 
 
 def from_env() -> SharedLimiter | None:
-    return SharedLimiter(REDIS_URL, REDIS_FAILURE, REDIS_TIMEOUT_S) if REDIS_URL else None
+    url = limits.REDIS_URL
+    return SharedLimiter(url, limits.REDIS_FAILURE, limits.REDIS_TIMEOUT_S) if url else None
