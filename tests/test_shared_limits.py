@@ -19,6 +19,7 @@ from api.ratelimit import RateLimiter
 from api.shared_limits import SharedLimiter
 from tests.fixtures.local_deploy import LocalDeploy
 from tests.redis_server import RedisServer
+from tests.servers import BentoServer
 
 RPM = 60
 KEY = "limited-3c9e1a7b5d2f4c6e"
@@ -63,6 +64,16 @@ def test_redis_down_then_back(redis_server: RedisServer, failure: str) -> None:
     else:
         assert [(d.allowed, d.limit) for d in down] == [(False, "unavailable")] * 3
     assert back == [True] * 5 + [False]  # a fresh Redis: a fresh bucket, and the limit holds
+
+
+def poll_status(url: str, headers: dict, status: int, timeout: float) -> float:
+    """Seconds until POST `url` answers `status`."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if httpx.post(url, json={}, headers=headers).status_code == status:
+            return time.monotonic() - t0
+        time.sleep(0.1)  # poll interval
+    raise TimeoutError(f"{url} not {status} within {timeout} s")
 
 
 def hammer(url: str, seconds: float, concurrency: int = 6) -> tuple[Counter, Counter]:
@@ -119,3 +130,22 @@ def test_three_replicas_behind_haproxy_share_a_keys_limit(tmp_path: Path, redis_
         elapsed = time.monotonic() - t0
         print(f"redis back: {dict(statuses)} in {elapsed:.1f} s")
         assert abs(statuses[200] - expected(elapsed)) <= 3, (statuses, elapsed)
+
+
+def test_fail_closed_answers_503_with_retry_after_never_500(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    keys = json.dumps([{"name": "limited", "key": KEY, "requests_per_minute": RPM}])
+    env = {"ASKDB_API_KEYS": keys, "ASKDB_REDIS_URL": redis_server.url, "ASKDB_REDIS_FAILURE": "closed"}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with BentoServer("tests.fixtures.versioned_service:Versioned", env=env) as server:
+        assert httpx.post(f"{server.url}/version", json={}, headers=headers).status_code == 200
+        redis_server.stop()
+        r = httpx.post(f"{server.url}/version", json={}, headers=headers)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+        assert (
+            r.json()["error"]["type"] == "unavailable" and "ASKDB_REDIS_URL" in r.json()["error"]["message"]
+        )
+        redis_server.start()
+        back = poll_status(f"{server.url}/version", headers, 200, timeout=10)
+        assert back < 3.0  # shared limits again without a restart
