@@ -44,6 +44,9 @@ LLM_COMPILE = os.environ.get("ASKDB_LLM_COMPILE", "0") == "1"
 # Where compiled kernels are kept between restarts (torch.compiler cache artifacts), so a restart
 # loads them instead of compiling again; empty: no persistence.
 LLM_COMPILE_CACHE = os.environ.get("ASKDB_LLM_COMPILE_CACHE", os.path.expanduser("~/.cache/askdb/compile"))
+# Settle a step's tokens on the host while the device runs the next ("auto": on a GPU, where the
+# host work for 64 rows costs about as much as the step; a row that ends is then known one step late).
+LLM_OVERLAP = {"auto": None, "1": True, "0": False}[os.environ.get("ASKDB_LLM_OVERLAP", "auto")]
 # Key lengths whose graphs are captured before the runner reports ready (longer ones on first use).
 LLM_WARM_CONTEXT = _int("ASKDB_LLM_WARM_CONTEXT", 1024)
 EMBED_MAX_BATCH_SIZE = _int("ASKDB_EMBED_MAX_BATCH_SIZE", 64)
