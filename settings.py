@@ -180,8 +180,8 @@ class Settings(BaseModel):
     ask_grammar: bool = setting(
         False, "constrain SQL decoding to the schema's grammar (local runner)", area="ask"
     )
-    select_min_tables: int = setting(8, "schemas of at most this many tables are shown whole, not selected", area="ask")
-    select_top_k: int = setting(3, "tables picked by similarity to the question, then joined by foreign keys", area="ask")
+    select_min_tables: int = setting(8, "schemas this small are shown whole, not selected", area="ask")
+    select_top_k: int = setting(3, "tables picked by similarity, then joined by foreign keys", area="ask")
     examples_dir: str = setting("", "the few-shot example bank", area="ask", shown="eval/bank")
     example_store: str = setting(
         "", "proposed and approved examples", area="ask", shown="ASKDB_DATA_DIR/examples"
