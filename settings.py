@@ -1,12 +1,14 @@
 """Every `ASKDB_*` setting in one table: its type, its default and one line of why.
 
-Style of vLLM's `envs.py`: nothing else in askdb reads an `ASKDB_*` variable. A process reads its
+Style of vLLM's `envs.py`: no served module reads an `ASKDB_*` variable itself (tests/test_settings.py
+checks; the load-test client's knobs, bench/locustfile.py, are its own). A process reads its
 environment once, at first use (`get()`); each BentoML service (API, LLM runner, embedding runner)
 is its own process, so each reads the environment it was started with. Modules keep their
 historical constants (`runners.config.LLM_SLOTS`, `api.limits.MAX_CONCURRENCY`) as thin views of
-this table. `load(env)` reads a given mapping instead: the factories that tests call with another
-environment (`KeyRing.from_env(env)`, `databases.configured()`...) use it; in a server each of
-those runs once per process too.
+this table. `load(env)` reads afresh, from `env` or the environment: the factories that tests call
+after changing it (`KeyRing.from_env`, `AccessPolicy.from_env`, `databases.configured`, the quality
+log, audit trail and example store, `runners.device.pick`) use it; in a server each runs once per
+process too.
 
 `askdb config` prints every setting with its value, default and source; `askdb config --readme`
 rewrites the README's configuration table from this one (tests/test_settings.py keeps them equal).
@@ -243,12 +245,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
 def get() -> Settings:
     """This process's settings, read from its environment the first time."""
     return load()
-
-
-def reload() -> Settings:
-    """Read the environment again (a tool that changed it in-process; constants already taken stay)."""
-    get.cache_clear()
-    return get()
 
 
 # ---- the table, printed (`askdb config`) and in the README ----------------------------------------

@@ -21,7 +21,7 @@ EMBED_MODEL = S.embed_model
 
 # One runner worker per visible GPU (each takes its own, runners/device.py); one on a CPU machine.
 GPUS = device.gpu_count()
-ON_GPU = GPUS > 0 and S.device != "cpu"
+ON_GPU = GPUS > 0 and device.wanted_device(S, "llm") != "cpu"  # the LLM engine's device decides its sizes
 
 # The LLM engine (runners/engine.py). Slots: requests decoded together, each with its own row of
 # the KV cache. On a GPU a decode step costs about the same for 1 row as for 128 (memory-bound:
