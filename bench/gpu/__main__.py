@@ -29,7 +29,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "default": {},  # the engine as shipped: CUDA graphs for the decode step
     "eager": {"ASKDB_LLM_GRAPHS": "0", "ASKDB_LLM_COMPILE": "0"},  # no graphs, no compile
     "graphs": {"ASKDB_LLM_COMPILE": "0"},  # CUDA graphs over the uncompiled model
-    "sync": {"ASKDB_LLM_OVERLAP": "0"},  # graphs, host work after each step instead of during the next
+    "sync": {"ASKDB_LLM_OVERLAP": "off"},  # graphs, host work after each step instead of during the next
     "stream": {},  # the default engine through /stream (time to first token)
     # `--old-tree DIR`: a checkout from before the engine (its GPU default: adaptive batches of
     # `model.generate` with a static cache + torch.compile), served from that folder
@@ -105,7 +105,9 @@ def _apply(env: dict[str, str]) -> None:
             del os.environ[key]
     os.environ.update(env)
     import runners.config
+    import settings
 
+    settings.get.cache_clear()  # settings are read once per process; a variant is a "new process"
     importlib.reload(runners.config)
 
 
