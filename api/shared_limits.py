@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from api import limits
+import settings
 from api.ratelimit import SLACK_S, TOKEN_CREDIT, Decision, RateLimiter, ceil_s
 from observability import metrics
 
@@ -144,6 +144,6 @@ class SharedLimiter:
 UNAVAILABLE = Decision(False, 1, "unavailable")
 
 
-def from_env() -> SharedLimiter | None:
-    url = limits.REDIS_URL
-    return SharedLimiter(url, limits.REDIS_FAILURE, limits.REDIS_TIMEOUT_S) if url else None
+def from_settings(s: settings.Settings) -> SharedLimiter | None:
+    """Shared buckets when ASKDB_REDIS_URL is set (settings.py), else None: per process."""
+    return SharedLimiter(s.redis_url, s.redis_failure, s.redis_timeout_s) if s.redis_url else None

@@ -5,7 +5,6 @@ replicas that die, and gradual rollouts between releases (upgrade and rollback).
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 import time
@@ -13,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import settings
 from deploy.local.haproxy import HAProxy, ProxyConfig, slot_name
 from deploy.local.replica import Release, Replica
 
@@ -45,7 +45,7 @@ class Settings:
     # How long a retiring replica (upgrade, rollback, down) keeps serving its open requests, streams
     # included, after HAProxy stopped sending it new ones; it is stopped once none is left or at the
     # timeout. Above the 600 s request timeout, so the longest allowed generation ends on its own.
-    drain_timeout_s: float = float(os.environ.get("ASKDB_DRAIN_TIMEOUT_S", 620))
+    drain_timeout_s: float = field(default_factory=lambda: settings.get().drain_timeout_s)
     idempotent_paths: list[str] = field(default_factory=lambda: ["/"])
 
     def base_weights(self) -> list[int]:
