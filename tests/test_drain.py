@@ -9,17 +9,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import openai
 
 from tests.fixtures.local_deploy import LocalDeploy
 from tests.fixtures.steady_load import SteadyLoad
 
 STREAMS = 16
-LONG_TOKENS = 512  # askdb streams: ~1.5 min at 16 rows on 2 CPU cores, longer than a replica's start
 PIECES, INTERVAL_S = 16, 0.5  # 8 s a stream: longer than a rollout's steps, so replicas drain them
 
 
@@ -110,59 +107,4 @@ def test_upgrade_rollback_and_sigterm_keep_every_stream(tmp_path: Path) -> None:
     assert upgraded >= PIECES * INTERVAL_S * 0.5  # the rollout waited for the streams to drain
 
 
-def read_chat_stream(url: str, tokens: int) -> dict:
-    """One /v1 chat stream read to its end with the official client: its finish_reason, whether the
-    stream closed normally (the client sees `[DONE]`), and the text's length."""
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=300)
-    out: dict = {"finish_reason": None, "chunks": 0, "error": None}
-    try:
-        story = [{"role": "user", "content": "Write a long story about a database."}]
-        stream = client.chat.completions.create(
-            model="local", messages=story, max_tokens=tokens, stream=True, extra_body={"ignore_eos": True}
-        )
-        for chunk in stream:  # the openai client ends the iteration on `data: [DONE]` only
-            out["chunks"] += 1
-            if chunk.choices and chunk.choices[0].finish_reason:
-                out["finish_reason"] = chunk.choices[0].finish_reason
-        out["done"] = True
-    except openai.OpenAIError as err:
-        out["error"] = repr(err)
-    out["ended"] = time.time()  # epoch, like the deployment's events
-    return out
-
-
-def test_askdb_streams_survive_upgrade_then_rollback(tmp_path: Path) -> None:
-    """The real service: 16 long /v1 streams open on the old release through each rollout, short
-    /generate requests alongside; one replica a release (4 LLM runners at once would not fit here).
-    The streams are long enough to be still open when the old replica is retired (asserted)."""
-    env = {"ASKDB_LLM_SLOTS": "20", "ASKDB_AUDIT_LOG": "off", "ASKDB_EXAMPLE_STORE": str(tmp_path / "ex")}
-    short = {"prompt": "Hello", "max_new_tokens": 2}
-    dep = LocalDeploy(tmp_path / "state", replicas=1, env=env, target="service:AskDB", drain_timeout_s=300)
-    dep.start()
-    results: dict[str, list[dict]] = {}
-    retired: dict[str, float] = {}
-    try:
-        with SteadyLoad(dep.url, 1, path="/generate", body=short) as load:
-            for phase, command in (("upgrade", ("upgrade", "--version", "v2")), ("rollback", ("rollback",))):
-                with ThreadPoolExecutor(STREAMS) as pool:
-                    futures = [pool.submit(read_chat_stream, dep.url, LONG_TOKENS) for _ in range(STREAMS)]
-                    wait_streaming(dep, STREAMS, timeout=120)
-                    reply = dep.cli(*command, "--dwell", "1", timeout=600)
-                    results[phase] = [f.result() for f in futures]
-                # the last shift (all traffic to the new release) is when the old replica's drain began
-                retired[phase] = [e["t"] for e in reply["events"] if e["event"] == "shift"][-1]
-            load.stop()
-    finally:
-        dep.stop()
-    ok = {
-        k: sum(r.get("done", False) and r["finish_reason"] == "length" for r in v) for k, v in results.items()
-    }
-    open_at_drain = {k: sum(r["ended"] > retired[k] for r in v) for k, v in results.items()}
-    print(
-        f"askdb: short requests {len(load.outcomes)}, failed {len(load.failures())}; streams complete "
-        f"{ok}, still open when their replica began to drain {open_at_drain}"
-    )
-    assert load.failures() == [], load.failures()[:5]
-    for phase, streams in results.items():
-        assert ok[phase] == STREAMS, (phase, [s for s in streams if s.get("error") or not s.get("done")][:3])
-        assert open_at_drain[phase] == STREAMS, open_at_drain  # the drain, not luck, kept them
+# The same through the real service (SmolLM streams on /v1): bench/drain.py, too slow for a 2-core CI.
