@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from pipeline import databases
-from pipeline.chinook import default_path
 from pipeline.execute import QueryCancelled, execute, in_thread
+from samples.chinook import default_path
 from tests.metrics_util import sample_sum
 from tests.pg import PostgresServer
 from tests.servers import BentoServer
