@@ -161,6 +161,24 @@ class Settings(BaseModel):
     max_concurrent_per_key: int = setting(
         0, "requests in flight per key that sets none; 0: the service's cap", area="auth"
     )
+    # rate-limit buckets in Redis (api/shared_limits.py): a key's limits hold across workers and replicas
+    redis_url: str = setting(
+        "", "Redis/Valkey URL for the rate-limit buckets; unset: per worker process", area="auth", secret=True
+    )
+    redis_failure: Literal["open", "closed"] = setting(
+        "open",
+        "Redis down: `open` = per-process buckets meanwhile, `closed` = 503, Retry-After",
+        area="auth",
+    )
+    redis_timeout_s: float = setting(
+        0.25, "the longest a rate-limit check waits for Redis (a dead limiter must not hang requests)",
+        area="auth",
+    )  # fmt: skip
+    # deploy.local (deploy/README.md): how long a retiring replica may finish its open streams
+    drain_timeout_s: float = setting(
+        620.0, "deploy.local: a retiring replica's time to finish open requests and streams",
+        area="api",
+    )  # fmt: skip
     # ---- /ask and its databases (pipeline/) ----
     databases: str = setting(
         "",

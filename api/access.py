@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import settings
-from api import limits
+from api import limits, shared_limits
 from api.auth import ApiKey, KeyRing, bearer_token
 from api.bentoml_errors import ErrorShapeFixer
 from api.ratelimit import InFlight, RateLimiter
 from api.usage import UsageMeter, open_ledger
+from runners import tenancy
 
 logger = logging.getLogger("bentoml.askdb.access")  # under bentoml: its log handlers apply
 
@@ -50,7 +51,8 @@ class AccessPolicy:
     body_timeout_s: float = 30.0
     public_paths: frozenset[str] = ALWAYS_PUBLIC
     max_concurrency: int = limits.MAX_CONCURRENCY  # requests in flight past their body, per process
-    limiter: RateLimiter = field(default_factory=RateLimiter)
+    # per process, or in Redis across workers and replicas with ASKDB_REDIS_URL (api/shared_limits.py)
+    limiter: RateLimiter | shared_limits.SharedLimiter = field(default_factory=RateLimiter)
     in_flight: InFlight = field(default_factory=InFlight)
 
     @classmethod
@@ -64,6 +66,7 @@ class AccessPolicy:
             max_body_bytes=s.max_body_bytes,
             body_timeout_s=s.body_timeout_s,
             public_paths=frozenset(public),
+            limiter=shared_limits.from_settings(s) or RateLimiter(),
         )
 
 
@@ -97,8 +100,9 @@ class AccessMiddleware:
         try:
             key = self._authenticate(scope)
             scope.setdefault("state", {})["askdb_key"] = key  # the caller, for its data policy (service.py)
+            tenancy.enter(tenant_of(key))  # its generations' share of the engine (runners/admission.py)
             if key is not None:
-                self._admit(key)  # from the headers: a refused or slow client reads no body
+                await self._admit(key)  # from the headers: a refused or slow client reads no body
         except Refusal as refusal:
             await send_refusal(refusal, openai, send)
             return
@@ -146,7 +150,7 @@ class AccessMiddleware:
             # Also when the client left mid-stream: what was generated for it is spent.
             tokens = max(meter.tokens, ledger.total if ledger is not None else 0)
             if key is not None and metered and tokens:
-                self.policy.limiter.charge_tokens(key.name, tokens)
+                await self.policy.limiter.acharge_tokens(key.name, tokens, key.tokens_per_minute)
 
     def _authenticate(self, scope: Scope) -> ApiKey | None:
         if not self.policy.keys.enabled:
@@ -177,7 +181,7 @@ class AccessMiddleware:
             )
         return key
 
-    def _admit(self, key: ApiKey) -> None:
+    async def _admit(self, key: ApiKey) -> None:
         """One of `key`'s in-flight slots and one request of its per-minute allowance, or a 429."""
         cap = key.max_concurrent or self.policy.max_concurrency
         if not self.policy.in_flight.enter_key(key.name, cap):
@@ -189,9 +193,17 @@ class AccessMiddleware:
                 "concurrency_limit_exceeded",
                 {"retry-after": str(RETRY_SLOT_S)},
             )
-        decision = self.policy.limiter.admit(key.name, key.requests_per_minute, key.tokens_per_minute)
+        decision = await self.policy.limiter.aadmit(key.name, key.requests_per_minute, key.tokens_per_minute)
         if not decision.allowed:
             self.policy.in_flight.leave_key(key.name)
+            if decision.limit == "unavailable":  # ASKDB_REDIS_FAILURE=closed and Redis is down
+                raise Refusal(
+                    503,
+                    "unavailable",
+                    "the rate limiter's store (ASKDB_REDIS_URL) is unavailable; retry shortly",
+                    "rate_limiter_unavailable",
+                    {"retry-after": str(decision.retry_after_s)},
+                )
             limit = (
                 key.requests_per_minute if decision.limit == "requests_per_minute" else key.tokens_per_minute
             )
@@ -251,6 +263,12 @@ class AccessMiddleware:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+def tenant_of(key: ApiKey | None) -> tenancy.Tenant:
+    if key is None:
+        return tenancy.Tenant()
+    return tenancy.Tenant(name=key.name, weight=key.weight, max_rows=key.max_rows)
 
 
 def _too_large(limit: int) -> str:

@@ -4,13 +4,17 @@ Keys come from `ASKDB_API_KEYS` (comma-separated keys, or a JSON list of key spe
 `ASKDB_API_KEY_FILE` (a YAML or JSON file: a list of key specs, or `{"keys": [...]}`). A key spec:
 
     {"name": "analytics", "key": "...", "databases": ["chinook"],
-     "requests_per_minute": 60, "tokens_per_minute": 20000, "max_concurrent": 8}
+     "requests_per_minute": 60, "tokens_per_minute": 20000, "max_concurrent": 8,
+     "weight": 1, "max_rows": 16}
 
 `sha256` (hex digest of the key) may stand instead of `key`, so a key file need not hold secrets.
 `databases` omitted or `["*"]` means every database. Limits omitted fall back to
 `ASKDB_RATE_REQUESTS_PER_MIN` / `ASKDB_RATE_TOKENS_PER_MIN` (unset or 0: unlimited); `max_concurrent`
 (requests of the key in flight, its body still arriving included) to `ASKDB_MAX_CONCURRENT_PER_KEY`
-(unset or 0: the service's cap, ASKDB_MAX_CONCURRENCY).
+(unset or 0: the service's cap, ASKDB_MAX_CONCURRENCY). `weight` (default 1) is the key's share of the
+LLM engine when its rows are scarce, against the other keys waiting; `max_rows` caps the engine rows
+(slots) its generations hold at once (default: no cap). Each key is one tenant of the engine's fair
+queue (runners/admission.py); unauthenticated traffic is the tenant `anonymous`.
 Only the key's name ever reaches logs and errors, never the key.
 """
 
@@ -42,6 +46,8 @@ class KeySpec(BaseModel):
     requests_per_minute: int | None = Field(default=None, ge=0)
     tokens_per_minute: int | None = Field(default=None, ge=0)
     max_concurrent: int | None = Field(default=None, ge=0)
+    weight: float = Field(default=1.0, gt=0, le=1000)  # share of the engine (runners/admission.py)
+    max_rows: int | None = Field(default=None, ge=1)  # engine rows held at once; None: no cap
     # database -> table -> {rows, mask, hide}: checked and enforced by pipeline/policy.py
     policies: dict[str, dict[str, dict[str, object]]] | None = None
     admin: bool = False  # may approve proposed examples (service.py /examples)
@@ -63,6 +69,8 @@ class ApiKey:
     requests_per_minute: int | None
     tokens_per_minute: int | None
     max_concurrent: int | None = None  # None: the service's cap
+    weight: float = 1.0
+    max_rows: int | None = None
 
     def may_use(self, db: str) -> bool:
         return self.databases is None or db in self.databases
@@ -156,6 +164,8 @@ def _build(index: int, spec: KeySpec, defaults: tuple[int | None, int | None, in
         requests_per_minute=_limit(spec.requests_per_minute, defaults[0]),
         tokens_per_minute=_limit(spec.tokens_per_minute, defaults[1]),
         max_concurrent=_limit(spec.max_concurrent, defaults[2]),
+        weight=spec.weight,
+        max_rows=spec.max_rows,
     )
 
 

@@ -3,7 +3,9 @@
 A bucket holds up to one minute's allowance and refills continuously, so a key may burst its whole
 minute at once and then proceeds at the steady rate. Requests are taken before the call; tokens are
 only known afterwards (from the response's `usage`), so the token bucket may go into debt by one
-request's tokens, and the key is refused until the debt is repaid. State is per worker process.
+request's tokens, and the key is refused until the debt is repaid. State is per worker process,
+unless ASKDB_REDIS_URL is set: then the same buckets live in Redis, shared by every worker and
+replica (api/shared_limits.py), and these serve as its fallback while Redis is down.
 """
 
 from __future__ import annotations
@@ -88,10 +90,17 @@ class RateLimiter:
                 waits.append((state.requests.wait_for(1.0), "requests_per_minute"))
             wait, limit = max(waits, default=(0.0, ""))
             if wait > SLACK_S:
-                return Decision(False, _ceil_s(wait), limit)
+                return Decision(False, ceil_s(wait), limit)
             if state.requests is not None:
                 state.requests.level -= 1.0
         return Decision(True)
+
+    # the async face api/access.py calls, shared with api/shared_limits.SharedLimiter
+    async def aadmit(self, key: str, rpm: int | None, tpm: int | None) -> Decision:
+        return self.admit(key, rpm, tpm)
+
+    async def acharge_tokens(self, key: str, tokens: int, tpm: int | None) -> None:
+        self.charge_tokens(key, tokens)
 
     def charge_tokens(self, key: str, tokens: int) -> None:
         """Record `tokens` used by a finished request of `key` (no-op without a token limit)."""
@@ -106,7 +115,7 @@ class RateLimiter:
             state.tokens.level -= tokens
 
 
-def _ceil_s(seconds: float) -> int:
+def ceil_s(seconds: float) -> int:
     # Retry-After is whole seconds; never 0, or clients would retry at once and be refused again.
     return max(1, math.ceil(seconds))
 

@@ -2,7 +2,8 @@
 
 The engine (runners/engine.py) calls `accepted` when a request enters and `finished` once when it
 leaves (done, failed or cancelled), with wall-clock stamps it took itself, so the figures are exact
-whether the consumer streamed, waited for the whole result or left early.
+whether the consumer streamed, waited for the whole result or left early. Per tenant (the API key's
+name): rows held and requests waiting (`tenants`, each iteration) and tokens served (`finished`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,26 @@ def _arrival(req: Any, default: float) -> float:
     stamp = getattr(req, "submitted_at", None)
     # clocks of two hosts may disagree a little: never report time travel
     return min(stamp, default) if stamp else default
+
+
+MAX_TENANTS = 64  # label values; the service sends configured key names only, this is the backstop
+OTHER = "other"
+_named: set[str] = set()
+
+
+def tenant_label(name: str) -> str:
+    if name in _named or len(_named) < MAX_TENANTS:
+        _named.add(name)
+        return name
+    return OTHER
+
+
+def tenants(snapshot: dict[str, tuple[int, int]]) -> None:
+    """Rows held and requests waiting per tenant (runners/admission.py's snapshot)."""
+    for name, (rows, queued) in snapshot.items():
+        label = tenant_label(name)
+        metrics.tenant_rows.labels(tenant=label).set(rows)
+        metrics.tenant_queued.labels(tenant=label).set(queued)
 
 
 def accepted(model: str, provider: str = metrics.LOCAL_PROVIDER) -> None:
@@ -42,6 +63,11 @@ def finished(
     arrival = _arrival(req, received)
     if counted:
         metrics.inflight.labels(**labels).dec()
+    tenant = getattr(req, "tenant", None)
+    if tenant is not None and counted:
+        label = tenant_label(tenant.name)
+        metrics.tenant_tokens.labels(tenant=label, kind="prompt").inc(prompt)
+        metrics.tenant_tokens.labels(tenant=label, kind="completion").inc(completion)
     if slot is not None:
         metrics.queue_wait.labels(**labels).observe(max(0.0, slot - arrival))
     metrics.record_generation(

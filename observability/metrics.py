@@ -59,6 +59,24 @@ engine_rows = Gauge("askdb_llm_rows_running", "Requests holding an engine slot",
 engine_waiting = Gauge(
     "askdb_llm_queue_depth", "Requests waiting for an engine slot", multiprocess_mode="livesum"
 )
+# Per tenant (API key name, runners/tenancy.py): bounded by the configured keys, capped in llm_meter.
+tenant_rows = Gauge(
+    "askdb_llm_tenant_rows", "Engine slots held, per tenant", ["tenant"], multiprocess_mode="livesum"
+)
+tenant_queued = Gauge(
+    "askdb_llm_tenant_queued",
+    "Requests waiting for a slot, per tenant",
+    ["tenant"],
+    multiprocess_mode="livesum",
+)
+tenant_tokens = Counter(
+    "askdb_llm_tenant_tokens", "Prompt and generated tokens served, per tenant", ["tenant", "kind"]
+)
+# Rate limits in Redis (api/shared_limits.py): whether it answers, and the calls that failed.
+ratelimit_redis_up = Gauge(
+    "askdb_ratelimit_redis_up", "1 while the rate-limit Redis answers, 0 while down", multiprocess_mode="min"
+)
+ratelimit_redis_errors = Counter("askdb_ratelimit_redis_errors", "Rate-limit calls to Redis that failed")
 engine_rejected = Counter("askdb_llm_rejected", "Requests refused by the engine", ["reason"])
 engine_cancelled = Counter("askdb_llm_cancelled", "Requests whose client left before the end")
 engine_steps = Counter("askdb_llm_decode_steps", "Decode steps run (each serves every decoding row)")

@@ -4,18 +4,29 @@ SQLite: the file is opened `mode=ro` (databases.py) and a progress handler abort
 the deadline passes, so a runaway join stops inside the limit. PostgreSQL: each query runs in a
 `READ ONLY` transaction with `statement_timeout`, the server cancels it; the transaction always rolls
 back. At most max_rows + 1 rows are fetched: the extra one only sets `truncated`.
+
+Cancellation: run `execute` (or anything that calls it) through `in_thread`; if the awaiting task
+is cancelled (the client left, runners/disconnect.py), the running statement is stopped at once,
+not at its time limit: SQLite through `interrupt()`, PostgreSQL through psycopg's cancel request
+(`cancel_safe`), after which the backend leaves `pg_stat_activity`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import math
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.runnables import RunnableLambda
 from sqlalchemy import Connection, exc
@@ -25,10 +36,73 @@ from pipeline.databases import Database
 # How many SQLite virtual-machine steps run between two deadline checks (cheap, ~1 ms apart).
 PROGRESS_STEPS = 10_000
 PG_TIMEOUT_STATE = "57014"  # query_canceled
+T = TypeVar("T")
+log = logging.getLogger("bentoml.askdb.execute")  # under bentoml: its log handlers apply
 
 
 class QueryTimeout(Exception):
     """The query ran past its time limit and was cancelled."""
+
+
+class QueryCancelled(Exception):
+    """The caller left; its query was stopped."""
+
+
+@dataclass
+class CancelScope:
+    """The statement running for one caller, and how to stop it from another thread."""
+
+    cancelled: bool = False
+    _stop: Callable[[], None] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def attach(self, stop: Callable[[], None]) -> None:
+        with self._lock:
+            if self.cancelled:
+                raise QueryCancelled("the caller left before the query started")
+            self._stop = stop
+
+    def detach(self) -> None:
+        with self._lock:
+            self._stop = None
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled, stop = True, self._stop
+        if stop is not None:  # PostgreSQL's cancel opens a connection: not on the event loop
+            log.info("stopping a running query: its caller left")
+            threading.Thread(target=stop, name="askdb-sql-cancel", daemon=True).start()
+
+
+_scope: ContextVar[CancelScope | None] = ContextVar("askdb_sql_scope", default=None)
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """`asyncio.to_thread(fn, *args)`, stopping the SQL it runs if the awaiting task is cancelled."""
+    scope = CancelScope()
+
+    def run() -> T:
+        _scope.set(scope)  # in the thread's own copy of the context
+        return fn(*args)
+
+    try:
+        return await asyncio.to_thread(run)
+    except asyncio.CancelledError:
+        scope.cancel()
+        raise
+
+
+@contextlib.contextmanager
+def _stoppable(stop: Callable[[], None]) -> Iterator[CancelScope | None]:
+    scope = _scope.get()
+    if scope is None:
+        yield None
+        return
+    scope.attach(stop)
+    try:
+        yield scope
+    finally:
+        scope.detach()
 
 
 class SQLError(Exception):
@@ -90,7 +164,13 @@ def _run_sqlite(db: Database, sql: str, max_rows: int, timeout_s: float) -> Quer
         # A non-zero return aborts the running statement with "interrupted".
         raw.set_progress_handler(lambda: int(time.monotonic() > deadline), PROGRESS_STEPS)
         try:
-            result = _fetch(conn, sql, max_rows)
+            with _stoppable(raw.interrupt) as scope:
+                try:
+                    result = _fetch(conn, sql, max_rows)
+                except exc.OperationalError:
+                    if scope is not None and scope.cancelled:
+                        raise QueryCancelled("query stopped: its caller left") from None
+                    raise
             # the handler runs every PROGRESS_STEPS instructions: a short query can end past the
             # deadline without being interrupted, and the limit is a promise, so it still counts
             if time.monotonic() > deadline:
@@ -111,7 +191,14 @@ def _run_postgres(db: Database, sql: str, max_rows: int, timeout_s: float) -> Qu
         try:
             conn.exec_driver_sql("SET TRANSACTION READ ONLY")
             conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
-            return _fetch(conn, sql, max_rows)
+            raw = conn.connection.driver_connection
+            with _stoppable(lambda: raw.cancel_safe(timeout=2)) as scope:
+                try:
+                    return _fetch(conn, sql, max_rows)
+                except exc.DBAPIError:
+                    if scope is not None and scope.cancelled:
+                        raise QueryCancelled("query stopped: its caller left") from None
+                    raise
         except exc.DBAPIError as err:
             if getattr(err.orig, "sqlstate", None) == PG_TIMEOUT_STATE:
                 raise QueryTimeout(f"query cancelled after the {timeout_s:g} s time limit") from None

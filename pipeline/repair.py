@@ -19,7 +19,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pipeline.confidence import agreement
 from pipeline.databases import Database
 from pipeline.enforce import PolicyRefused, enforce, view
-from pipeline.execute import QueryResult, QueryTimeout, SQLError, execute
+from pipeline.execute import QueryResult, QueryTimeout, SQLError, execute, in_thread
 from pipeline.generate import Usage, generate, ground_literals
 from pipeline.guard import ParseError, Refused, guard
 from pipeline.joins import fix_self_comparisons, remaining_self_comparisons
@@ -152,9 +152,9 @@ async def solve(
     async def attempt(msgs: list[BaseMessage], temperature: float, seed: int | None) -> Outcome:
         raw, sql, logprobs = await generate(llm, msgs, usage, temperature, seed)
         if sql and ground:
-            grounded = await asyncio.to_thread(ground_sql, sql, question, db, timeout_s, policy)
+            grounded = await in_thread(ground_sql, sql, question, db, timeout_s, policy)
             if grounded != sql:  # the model's own query stays the fallback
-                outcome = await asyncio.to_thread(check, db, grounded, raw, max_rows, timeout_s, policy)
+                outcome = await in_thread(check, db, grounded, raw, max_rows, timeout_s, policy)
                 if outcome.ok:
                     outcome.logprobs = logprobs
                     return outcome
@@ -162,7 +162,7 @@ async def solve(
             # It would run and return a cross product: ask for a repair instead of answering wrongly.
             error = f"the JOIN condition {always_true[0]} compares a column with itself"
             return Outcome(raw, sql, kind="sql_error", error=error + "; join on the column both tables share")
-        outcome = await asyncio.to_thread(check, db, sql, raw, max_rows, timeout_s, policy)
+        outcome = await in_thread(check, db, sql, raw, max_rows, timeout_s, policy)
         outcome.logprobs = logprobs
         return outcome
 

@@ -178,7 +178,7 @@ class Engine(Consumers):
                     seq.end("error", f"generation failed: {type(exc).__name__}", "internal")
                     self._release(seq)
             self._publish()
-        while (left := self._queue.pop()) is not None:
+        for left in self._queue.drain():
             left.end("cancelled")
         for seq in [s for s in self.rows if s is not None]:
             seq.end("cancelled")
@@ -201,6 +201,7 @@ class Engine(Consumers):
         if seq.released:
             return
         seq.released = True
+        self._queue.done(seq)
         llm_meter.finished(
             self.tag, seq.req, prompt=len(seq.prompt), completion=len(seq.generated),
             reason=seq.reason or "error", received=seq.arrived, slot=seq.started,
@@ -225,8 +226,10 @@ class Engine(Consumers):
     def _admit(self) -> None:
         admitted: list[Seq] = []
         while self._free and len(self._queue):
-            seq = self._queue.pop()
-            if seq is None or seq.cancelled:
+            seq = self._queue.pop()  # fair share between tenants (runners/admission.py)
+            if seq is None:  # the tenants waiting hold all the rows they may
+                break
+            if seq.cancelled:
                 continue
             seq.slot = heapq.heappop(self._free)
             seq.started = time.time()
@@ -353,6 +356,7 @@ class Engine(Consumers):
                 read_logprob(row, width, wanted, self.lm.tokenizer.decode) if wanted is not None else None
             )
             done = seq.feed(token, self._backend, logprob)
+            self._queue.charge(seq, 1)
             if not done and seq.matcher is not None:
                 done = not seq.matcher.consume_token(token) or seq.matcher.is_stopped()
                 if done:
@@ -377,6 +381,7 @@ class Engine(Consumers):
         running = sum(s is not None for s in self.rows)
         metrics.engine_rows.set(running)
         metrics.engine_waiting.set(len(self._queue) + len(self._inbox))
+        llm_meter.tenants(self._queue.snapshot())
 
 
 def from_loaded(lm: LoadedModel, **overrides: Any) -> Engine:

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from runners.tenancy import Tenant, current
+
 MIN_TEMPERATURE = 1e-4  # below this, sampling is greedy decoding
 
 
@@ -35,6 +37,8 @@ class GenRequest(BaseModel):
     submitted_at: float | None = Field(default_factory=time.time)
     # names the row for `cancel` (a client that left); made by the caller, unique per request
     id: str = Field(default_factory=lambda: uuid.uuid4().hex, max_length=64)
+    # whose request it is, for the engine's fair share (runners/admission.py); set where it is made
+    tenant: Tenant = Field(default_factory=current)
 
     @field_validator("temperature")
     @classmethod

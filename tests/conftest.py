@@ -11,7 +11,10 @@ import pytest
 
 from tests.fake_provider import PROVIDER_ENV
 from tests.guarded import guarded  # noqa: F401  (session fixture: AskDB with API keys and caps)
-from tests.pg import PostgresServer
+from tests.pg import (
+    PostgresServer,
+    slow_tables,  # noqa: F401  (fixture: every table of `postgres` reads slowly)
+)
 from tests.servers import BentoServer
 
 TEST_ENV = {"BENTOML_DO_NOT_TRACK": "true"}

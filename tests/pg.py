@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, MetaData, create_engine, select, text
+from sqlalchemy import Engine, MetaData, create_engine, inspect, select, text
 
 from pipeline import databases
 from samples import chinook
@@ -160,3 +160,23 @@ def chinook_db(request: pytest.FixtureRequest) -> Iterator[databases.Database]:
         database = databases.open_database("pg_owner", pg.url)
         yield database
         database.engine.dispose()
+
+
+@pytest.fixture
+def slow_tables(postgres: PostgresServer) -> Iterator[None]:
+    """Every read of every table by the `reader` role sleeps per row (a row-level security policy):
+    any query runs for seconds, as against an overloaded server, until the fixture ends."""
+    owner = create_engine(postgres.url)
+    tables = inspect(owner).get_table_names()
+    with owner.begin() as conn:
+        for t in tables:
+            conn.exec_driver_sql(f'ALTER TABLE "{t}" ENABLE ROW LEVEL SECURITY')
+            conn.exec_driver_sql(f'CREATE POLICY slow ON "{t}" FOR SELECT USING (pg_sleep(0.05) IS NOT NULL)')
+    try:
+        yield
+    finally:
+        with owner.begin() as conn:
+            for t in tables:
+                conn.exec_driver_sql(f'DROP POLICY IF EXISTS slow ON "{t}"')
+                conn.exec_driver_sql(f'ALTER TABLE "{t}" DISABLE ROW LEVEL SECURITY')
+        owner.dispose()

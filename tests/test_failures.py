@@ -15,7 +15,6 @@ from collections.abc import Iterator
 import httpx
 import psutil
 import pytest
-from sqlalchemy import create_engine, inspect
 
 from pipeline import databases
 from pipeline.execute import QueryTimeout, execute
@@ -105,26 +104,6 @@ def test_database_down_then_back(service: BentoServer, postgres: PostgresServer)
     r = _poll(lambda: httpx.post(ask, json=body, timeout=300), lambda r: r.status_code != 503, 120)
     assert r.status_code in (200, 422), r.text  # 422: the model's SQL was judged, so it reached the DB
     assert r.status_code == 200 or r.json()["error"]["type"] != "unavailable"
-
-
-@pytest.fixture
-def slow_tables(postgres: PostgresServer) -> Iterator[None]:
-    """Every read of every table by the `reader` role sleeps per row (a row-level security policy):
-    any query runs for seconds, as against an overloaded server, until the fixture ends."""
-    owner = create_engine(postgres.url)
-    tables = inspect(owner).get_table_names()
-    with owner.begin() as conn:
-        for t in tables:
-            conn.exec_driver_sql(f'ALTER TABLE "{t}" ENABLE ROW LEVEL SECURITY')
-            conn.exec_driver_sql(f'CREATE POLICY slow ON "{t}" FOR SELECT USING (pg_sleep(0.05) IS NOT NULL)')
-    try:
-        yield
-    finally:
-        with owner.begin() as conn:
-            for t in tables:
-                conn.exec_driver_sql(f'DROP POLICY IF EXISTS slow ON "{t}"')
-                conn.exec_driver_sql(f'ALTER TABLE "{t}" DISABLE ROW LEVEL SECURITY')
-        owner.dispose()
 
 
 def test_database_slow_is_cut_off_by_the_statement_timeout(

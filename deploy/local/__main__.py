@@ -48,6 +48,13 @@ def parser() -> argparse.ArgumentParser:
         dest="idempotent_paths",
         help="path prefix whose POSTs may be retried on another replica (default: /)",
     )
+    up.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=None,
+        help="seconds a retiring replica may take to finish its open requests and streams "
+        "(default: ASKDB_DRAIN_TIMEOUT_S, else 620)",
+    )
     upgrade = sub.add_parser("upgrade", help="roll out a new release with no downtime")
     for cmd, dflt in ((up, "service:AskDB"), (upgrade, None)):
         cmd.add_argument("--version", required=True, help="release label, e.g. v2")
@@ -88,6 +95,8 @@ def run_up(args: argparse.Namespace) -> int:
         port=args.port,
         idempotent_paths=args.idempotent_paths or ["/"],
     )
+    if args.drain_timeout is not None:
+        settings.drain_timeout_s = args.drain_timeout
     deployment = Deployment(release, settings, args.state_dir.resolve())
     done = threading.Event()
 

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import settings
 from deploy.local.haproxy import HAProxy, ProxyConfig, slot_name
 from deploy.local.replica import Release, Replica
 
@@ -40,7 +41,11 @@ class Settings:
     weights: list[int] = field(default_factory=list)  # static weights (policy "weighted")
     port: int = 0
     ready_timeout_s: float = 300.0
-    grace_s: float = 620.0  # above the 600 s request timeout: a drained replica finishes its calls
+    grace_s: float = 620.0  # after SIGTERM, before SIGKILL: above the 600 s request timeout
+    # How long a retiring replica (upgrade, rollback, down) keeps serving its open requests, streams
+    # included, after HAProxy stopped sending it new ones; it is stopped once none is left or at the
+    # timeout. Above the 600 s request timeout, so the longest allowed generation ends on its own.
+    drain_timeout_s: float = field(default_factory=lambda: settings.get().drain_timeout_s)
     idempotent_paths: list[str] = field(default_factory=lambda: ["/"])
 
     def base_weights(self) -> list[int]:
@@ -184,12 +189,17 @@ class Deployment:
         for rep in group:
             api.set_weight(rep.slot, 0)
             api.set_state(rep.slot, "drain")
-        deadline = time.monotonic() + self.settings.grace_s
+        deadline = time.monotonic() + self.settings.drain_timeout_s
         while time.monotonic() < deadline:
             stats = api.servers()
             if all(int(stats[r.slot]["scur"] or 0) == 0 for r in group):
                 break
             time.sleep(0.2)  # in-flight poll interval
+        else:
+            left = {r.name: int(api.servers()[r.slot]["scur"] or 0) for r in group}
+            log.warning(
+                "drain timeout (%.0f s) with requests still open: %s", self.settings.drain_timeout_s, left
+            )
         for rep in group:
             api.set_state(rep.slot, "maint")
         with ThreadPoolExecutor(max(1, len(group))) as pool:

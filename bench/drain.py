@@ -1,0 +1,125 @@
+"""Upgrade then rollback of the real service under long /v1 streams, through deploy.local.
+
+    python -m bench.drain [--tokens 160] [--hold 8] [--streams 16]
+
+One replica a release (4 LLM runners at once do not fit 2 cores), short /generate requests at
+1 req/s alongside. Each rollout holds its new replica at weight 0 for `--hold` s (`--steps 0,100`):
+the streams open then, on the old replica, and must still be running when it drains. Prints, per
+rollout, streams complete (finish_reason "length" and the client saw `[DONE]`), streams still open
+when the drain began, and failed short requests; writes drain.json. tests/test_drain.py asserts the
+same on a small service; this is the real-model measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+
+from tests.fixtures.local_deploy import LocalDeploy
+from tests.fixtures.steady_load import SteadyLoad
+
+
+def read_chat_stream(url: str, tokens: int) -> dict:
+    """One /v1 chat stream read to its end with the official client: its finish_reason, whether the
+    stream closed normally (the client sees `[DONE]`), and the text's length."""
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=300)
+    out: dict = {"finish_reason": None, "chunks": 0, "error": None}
+    try:
+        story = [{"role": "user", "content": "Write a long story about a database."}]
+        stream = client.chat.completions.create(
+            model="local", messages=story, max_tokens=tokens, stream=True, extra_body={"ignore_eos": True}
+        )
+        for chunk in stream:  # the openai client ends the iteration on `data: [DONE]` only
+            out["chunks"] += 1
+            if chunk.choices and chunk.choices[0].finish_reason:
+                out["finish_reason"] = chunk.choices[0].finish_reason
+        out["done"] = True
+    except openai.OpenAIError as err:
+        out["error"] = repr(err)
+    out["ended"] = time.time()  # epoch, like the deployment's events
+    return out
+
+
+def new_replica_up(dep: LocalDeploy, version: str, old: set[str], timeout: float = 400) -> None:
+    """Until a replica of `version` not among `old` is UP in HAProxy (still at weight 0)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for r in dep.status()["replicas"]:
+            if r["name"] not in old and r["version"] == version and r["haproxy_status"].startswith("UP"):
+                return
+        time.sleep(0.5)  # status poll interval
+    raise TimeoutError(f"no new {version} replica UP within {timeout} s")
+
+
+def measure(tmp_path: Path, streams: int, tokens: int, hold_s: float) -> dict:
+    """Both rollouts with `streams` streams of `tokens` tokens open on the old release."""
+    env = {"ASKDB_LLM_SLOTS": "20", "ASKDB_AUDIT_LOG": "off", "ASKDB_EXAMPLE_STORE": str(tmp_path / "ex")}
+    short = {"prompt": "Hello", "max_new_tokens": 2}
+    dep = LocalDeploy(tmp_path / "state", replicas=1, env=env, target="service:AskDB", drain_timeout_s=300)
+    dep.start()
+    results: dict[str, list[dict]] = {}
+    retired: dict[str, float] = {}
+    try:
+        with SteadyLoad(dep.url, 1, path="/generate", body=short) as load:
+            for phase, version, command in (
+                ("upgrade", "v2", ("upgrade", "--version", "v2")),
+                ("rollback", "v1", ("rollback",)),
+            ):
+                old = {r["name"] for r in dep.status()["replicas"]}
+                with ThreadPoolExecutor(streams + 1) as pool:
+                    rollout = pool.submit(
+                        dep.cli, *command, "--steps", "0,100", "--dwell", str(hold_s), timeout=900
+                    )
+                    new_replica_up(dep, version, old)
+                    futures = [pool.submit(read_chat_stream, dep.url, tokens) for _ in range(streams)]
+                    reply = rollout.result()
+                    results[phase] = [f.result() for f in futures]
+                # the last shift (all traffic to the new release) is when the old replica's drain began
+                retired[phase] = [e["t"] for e in reply["events"] if e["event"] == "shift"][-1]
+            load.stop()
+    finally:
+        dep.stop()
+    ok = {
+        k: sum(r.get("done", False) and r["finish_reason"] == "length" for r in v) for k, v in results.items()
+    }
+    open_at_drain = {k: sum(r["ended"] > retired[k] for r in v) for k, v in results.items()}
+    return {
+        "streams": streams,
+        "tokens": tokens,
+        "short_requests": len(load.outcomes),
+        "short_failed": len(load.failures()),
+        "complete": ok,
+        "open_when_drain_began": open_at_drain,
+        "failures": [f.error for f in load.failures()[:5]],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--streams", type=int, default=16)
+    ap.add_argument("--tokens", type=int, default=160)
+    ap.add_argument("--hold", type=float, default=8.0, help="seconds the new replica waits at weight 0")
+    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="askdb-drain-") as tmp:
+        result = measure(Path(tmp), args.streams, args.tokens, args.hold)
+    print("| rollout | streams complete | open when the drain began | short requests failed |")
+    print("|---|---:|---:|---:|")
+    for phase in ("upgrade", "rollback"):
+        print(
+            f"| {phase} | {result['complete'][phase]}/{args.streams} "
+            f"| {result['open_when_drain_began'][phase]} "
+            f"| {result['short_failed']}/{result['short_requests']} |"
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "drain.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
