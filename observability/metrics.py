@@ -61,6 +61,10 @@ engine_waiting = Gauge(
 )
 engine_rejected = Counter("askdb_llm_rejected", "Requests refused by the engine", ["reason"])
 engine_cancelled = Counter("askdb_llm_cancelled", "Requests whose client left before the end")
+engine_shared_prefill = Counter(
+    "askdb_llm_prefill_shared_tokens",
+    "Prompt positions copied from another row's KV cache instead of prefilled (n choices)",
+)
 engine_steps = Counter("askdb_llm_decode_steps", "Decode steps run (each serves every decoding row)")
 engine_step_rows = Histogram(
     "askdb_llm_step_rows", "Rows decoded together per step", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)

@@ -30,6 +30,7 @@ import torch
 from observability import llm_meter, metrics
 from runners.admission import WaitQueue
 from runners.constrain import Constraints, fill_mask
+from runners.fanout import Fanout
 from runners.kv import CacheShape, SlotCache
 from runners.model import LoadedModel
 from runners.prefill import PrefillRow
@@ -67,6 +68,7 @@ class Engine:
         self._known: dict[str, list[Seq]] = {}
         self._cond = threading.Condition()
         self._prefilling: list[Seq] = []  # in slots, prompt not all in the cache yet (FIFO)
+        self._fanout = Fanout(self.cache)  # n choices of one prompt prefill it once
         self._masks = torch.full((slots, self.step.words), -1, dtype=torch.int32)  # host grammar bits
         self._grammars: Constraints | None = None
         self._eos = frozenset(lm.eos_ids)
@@ -255,6 +257,7 @@ class Engine:
         self.rows[seq.slot] = None
         if seq in self._prefilling:
             self._prefilling.remove(seq)
+        self._fanout.forget(seq)
         self._masks[seq.slot] = -1
         self.step.set_slots([seq.slot], active=[0], pos=[self.cache.scratch])
         heapq.heappush(self._free, seq.slot)
@@ -270,7 +273,8 @@ class Engine:
             seq.started = time.time()
             self.rows[seq.slot] = seq
             seq.state = "prefill"
-            self._prefilling.append(seq)
+            if self._fanout.admit(seq):
+                self._prefilling.append(seq)
             admitted.append(seq)
             if seq.matcher is not None:
                 fill_mask(seq.matcher, self._masks, seq.slot)
@@ -304,6 +308,7 @@ class Engine:
 
     def _iteration(self) -> None:
         self._admit()
+        self._prefilling.extend(self._fanout.ready())
         group = self._prefill_group()
         first = [seq for r in group if r.last and (seq := self.rows[r.slot]) is not None]
         if any(s is not None and s.matcher is not None for s in self.rows):
