@@ -8,7 +8,7 @@ a 400 naming the same field (`GrammarFor.field`).
 
 - `json_object`: any JSON object. `json_schema`: that schema (`strict` or not: always enforced).
 - tool_choice `required` / a named function: one `<tool_call>{"name", "arguments"}</tool_call>`
-  (several, one after another, when `parallel_tool_calls` and more than one tool may be chosen),
+  (with `parallel_tool_calls`, up to one per offered tool, one per line),
   `name` one of the allowed functions and `arguments` valid against that function's `parameters`.
 """
 
@@ -25,7 +25,6 @@ from api.openai_protocol import ChatCompletionRequest, ResponseFormat, Tool
 from runners.chat_format import CALL_CLOSE, CALL_OPEN
 
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
-SEVERAL = 'start: call ("\\n" call)*'  # parallel calls, one per line
 NO_ARGUMENTS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
 
 
@@ -80,7 +79,9 @@ def for_tools(body: ChatCompletionRequest) -> GrammarFor | None:
     one = schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
     call = f"call: {json.dumps(CALL_OPEN)} {_lark_json(one)} {json.dumps(CALL_CLOSE)}"
     several = body.parallel_tool_calls and choice == "required" and len(picked) > 1
-    start = SEVERAL if several else "start: call"
+    # parallel: one call per line, at most as many as there are tools (a small model would go on
+    # calling until max_tokens otherwise)
+    start = f'start: call ("\\n" call){{0,{len(picked) - 1}}}' if several else "start: call"
     return GrammarFor(f"{start}\n{call}", "tools")
 
 
