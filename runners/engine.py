@@ -386,9 +386,10 @@ class Engine:
         for loop, items in outbox.items():
             with contextlib.suppress(RuntimeError):  # that consumer's loop has closed
                 loop.call_soon_threadsafe(_deliver, items)
-        running = sum(s is not None for s in self.rows)
-        metrics.engine_rows.set(running)
-        metrics.engine_waiting.set(len(self._queue) + len(self._inbox))
+        live = [s for s in self.rows if s is not None]
+        used = sum(len(s.prompt) + len(s.generated) for s in live)
+        waiting = len(self._queue) + len(self._inbox)
+        llm_meter.engine_state(self.tag, len(live), waiting, used, self.slots * self.context)
 
 
 def from_loaded(lm: LoadedModel, **overrides: Any) -> Engine:

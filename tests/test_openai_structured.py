@@ -11,7 +11,7 @@ import jsonschema
 import openai
 import pytest
 
-from tests.metrics_util import sample_sum
+from tests.metrics_util import sample_sum, wait_idle
 from tests.servers import BentoServer
 
 PERSON = {
@@ -213,3 +213,26 @@ def test_bad_structured_fields_are_400_naming_the_field(oa: openai.OpenAI, body:
         oa.post("/chat/completions", body={"model": "local", "messages": ASK, **body}, cast_to=httpx.Response)
     assert err.value.status_code == 400 and err.value.body["param"] == param
     assert param.split(".")[0].split("[")[0] in err.value.body["message"]
+
+
+def test_engine_metrics_under_vllms_names(oa: openai.OpenAI, askdb: BentoServer) -> None:
+    wait_idle(askdb.url)
+    name = {"model_name": oa.models.list().data[0].id}
+    families = {
+        "tokens": ("vllm:generation_tokens", "vllm:generation_tokens_total"),
+        "prompt": ("vllm:prompt_tokens", "vllm:prompt_tokens_total"),
+        "ttft": ("vllm:time_to_first_token_seconds", "vllm:time_to_first_token_seconds_count"),
+        "itl": ("vllm:inter_token_latency_seconds", "vllm:inter_token_latency_seconds_count"),
+        "e2e": ("vllm:e2e_request_latency_seconds", "vllm:e2e_request_latency_seconds_count"),
+        "ok": ("vllm:request_success", "vllm:request_success_total"),
+    }
+    before = {k: sample_sum(askdb.url, *v, **name) for k, v in families.items()}
+    reply = oa.chat.completions.create(
+        model="local", messages=ASK, max_tokens=7, temperature=0, extra_body={"ignore_eos": True}
+    )
+    after = {k: sample_sum(askdb.url, *v, **name) for k, v in families.items()}
+    grew = {k: after[k] - before[k] for k in families}
+    assert grew["tokens"] == 7 and grew["itl"] == 6 and grew["ttft"] == grew["e2e"] == grew["ok"] == 1
+    assert grew["prompt"] == reply.usage.prompt_tokens
+    for gauge in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"):
+        assert sample_sum(askdb.url, gauge, gauge, **name) == 0  # idle again: nothing holds the cache
