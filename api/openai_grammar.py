@@ -6,7 +6,8 @@ checked here first (jsonschema's meta-schema: a 400 naming the field); one that 
 Schema but uses what llguidance cannot compile fails in the runner, and the route turns that into
 a 400 naming the same field (`GrammarFor.field`).
 
-- `json_object`: any JSON object. `json_schema`: that schema (`strict` or not: always enforced).
+- `json_object`: any JSON object. `json_schema`: that schema (`strict` or not: always enforced),
+  objects closed to keys their `properties` do not list unless the schema allows them (`closed`).
 - tool_choice `required` / a named function: one `<tool_call>{"name", "arguments"}</tool_call>`
   (with `parallel_tool_calls`, up to one per offered tool, one per line),
   `name` one of the allowed functions and `arguments` valid against that function's `parameters`.
@@ -43,8 +44,36 @@ def _checked(schema: dict[str, Any], field: str) -> dict[str, Any]:
     return schema
 
 
+_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_ONE = ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames")
+_MANY = ("anyOf", "oneOf", "allOf", "prefixItems")
+
+
+def closed(schema: Any) -> Any:
+    """`schema` with every object that lists `properties` but says nothing of others closed to
+    others (`additionalProperties: false`), as OpenAI's strict mode and vLLM's xgrammar read it.
+    Outputs still validate against the schema as sent; a small model just cannot wander into
+    invented keys until max_tokens. An explicit `additionalProperties` is kept; values such as
+    `const`, `enum` or `default` are never touched."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    for key in _MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {name: closed(sub) for name, sub in out[key].items()}
+    for key in _ONE:
+        if isinstance(out.get(key), dict):
+            out[key] = closed(out[key])
+    for key in _MANY:
+        if isinstance(out.get(key), list):
+            out[key] = [closed(sub) for sub in out[key]]
+    if "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
 def _lark_json(schema: dict[str, Any]) -> str:
-    return "%json " + json.dumps(schema, separators=(",", ":"))
+    return "%json " + json.dumps(closed(schema), separators=(",", ":"))
 
 
 def for_response_format(fmt: ResponseFormat | None) -> GrammarFor | None:
