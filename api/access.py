@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import settings
 from api import limits
 from api.auth import ApiKey, KeyRing, bearer_token
 from api.bentoml_errors import ErrorShapeFixer
@@ -55,13 +55,14 @@ class AccessPolicy:
 
     @classmethod
     def from_env(cls) -> AccessPolicy:
+        s = settings.load()  # once per process (the service's start), read now: tests change it
         public = set(ALWAYS_PUBLIC)
-        if os.environ.get("ASKDB_AUTH_METRICS", "0").strip().lower() in ("0", "false", "no", ""):
+        if not s.auth_metrics:
             public.add("/metrics")  # Prometheus scrapes without a key unless told otherwise
         return cls(
             keys=KeyRing.from_env(),
-            max_body_bytes=int(os.environ.get("ASKDB_MAX_BODY_BYTES", 4 * 1024 * 1024)),
-            body_timeout_s=float(os.environ.get("ASKDB_BODY_TIMEOUT_S", 30)),
+            max_body_bytes=s.max_body_bytes,
+            body_timeout_s=s.body_timeout_s,
             public_paths=frozenset(public),
         )
 

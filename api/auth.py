@@ -19,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+import settings
 
 MIN_KEY_CHARS = 16  # shorter keys are guessable; refuse them at start-up rather than serve with them
 ALL_DATABASES = "*"
@@ -102,22 +103,14 @@ class KeyRing:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> KeyRing:
-        env = os.environ if env is None else env
-        specs: list[KeySpec] = []
+        s = settings.load(env)
         try:
-            if raw := env.get("ASKDB_API_KEYS", "").strip():
-                specs += _parse_inline(raw)
-            if path := env.get("ASKDB_API_KEY_FILE", "").strip():
-                specs += _parse_file(Path(path))
+            specs = key_specs(s)
         except ValidationError as exc:
             # The message names the field; pydantic leaves the secret out since it is a SecretStr.
             raise ValueError(f"invalid API key configuration: {_brief(exc)}") from None
         # Limits for keys that set none; ASKDB_MAX_CONCURRENT_PER_KEY unset: the service's own cap.
-        defaults = (
-            _int(env, "ASKDB_RATE_REQUESTS_PER_MIN"),
-            _int(env, "ASKDB_RATE_TOKENS_PER_MIN"),
-            _int(env, "ASKDB_MAX_CONCURRENT_PER_KEY"),
-        )
+        defaults = (s.rate_requests_per_min, s.rate_tokens_per_min, s.max_concurrent_per_key)
         return cls([_build(i, spec, defaults) for i, spec in enumerate(specs, start=1)])
 
 
@@ -171,14 +164,14 @@ def _limit(own: int | None, default: int | None) -> int | None:
     return value or None  # 0 means unlimited
 
 
-def _int(env: Mapping[str, str], name: str) -> int | None:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+def key_specs(s: settings.Settings) -> list[KeySpec]:
+    """The key specs of ASKDB_API_KEYS, then ASKDB_API_KEY_FILE (pipeline/policy.py reads the same)."""
+    specs: list[KeySpec] = []
+    if raw := s.api_keys.strip():
+        specs += _parse_inline(raw)
+    if path := s.api_key_file.strip():
+        specs += _parse_file(Path(path))
+    return specs
 
 
 def _brief(exc: ValidationError) -> str:

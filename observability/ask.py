@@ -1,12 +1,13 @@
-"""One /ask, observed: stage timings and spans, then metrics and the quality-log record at the end.
+"""One /ask, observed: metrics and the quality-log record when it finishes.
 
-The /ask handler makes one `AskObservation` per request and wraps each pipeline step:
+The /ask handler makes one `AskObservation` per request; the chain's callback (pipeline/ask.py
+StageTimer) adds each step's time to `stages`, and the handler ends it once:
 
     obs = AskObservation(question, db, model=tag)
-    with obs.stage("schema"):
-        ...
-    obs.finish("ok", sql=sql, attempts=2, row_count=len(rows), prompt_tokens=..., completion_tokens=...)
+    obs.finish("ok", sql=sql, attempts=2, row_count=len(rows), prompt_tokens=..., model="remote/local")
 
+`model` names the models that answered as pipeline/generate.py's `Usage.models` does: a provider's
+as `provider/model`, the local runner's by its tag; the log's `provider` field comes from it.
 `request_id` is the trace id of the request's span when tracing records one, so a log record and
 its trace share an id; otherwise a fresh UUID.
 """
@@ -14,13 +15,10 @@ its trace share an id; otherwise a fresh UUID.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 from opentelemetry import trace
 
-from observability import metrics, tracing
+from observability import metrics
 from observability.quality_log import QualityLog, new_request_id
 
 _log: QualityLog | None = None
@@ -33,28 +31,26 @@ def quality_log() -> QualityLog:
     return _log
 
 
+def answering_provider(model: str) -> str:
+    """The provider(s) behind a `model` as /ask reports it ("remote/local, smollm2-...:latest"):
+    the part before the first "/" of each name, else the local runner (a store tag has no "/")."""
+    names = [n.strip() for n in model.split(",") if n.strip()]
+    found = [n.split("/", 1)[0] if "/" in n else metrics.LOCAL_PROVIDER for n in names]
+    return ", ".join(dict.fromkeys(found)) or metrics.LOCAL_PROVIDER
+
+
 def _request_id() -> str:
     ctx = trace.get_current_span().get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid and ctx.trace_flags.sampled else new_request_id()
 
 
 class AskObservation:
-    def __init__(self, question: str, db: str, model: str | None = None, provider: str | None = None):
-        self.question, self.db, self.model, self.provider = question, db, model, provider
+    def __init__(self, question: str, db: str, model: str | None = None):
+        self.question, self.db, self.model = question, db, model
         self.request_id = _request_id()
         self.started = time.perf_counter()
         self.stages: dict[str, float] = {}
         self.finished = False
-
-    @contextmanager
-    def stage(self, name: str, **attributes: Any) -> Iterator[Any]:
-        """Time one pipeline step (schema / generate / execute / answer) and trace it as a span."""
-        t0 = time.perf_counter()
-        try:
-            with tracing.span(f"askdb.{name}", **attributes) as current:
-                yield current
-        finally:
-            self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - t0
 
     def finish(
         self,
@@ -80,7 +76,7 @@ class AskObservation:
             question=self.question,
             db=self.db,
             model=model,
-            provider=self.provider or metrics.LOCAL_PROVIDER,
+            provider=answering_provider(model),
             sql=sql,
             outcome=outcome,
             attempts=attempts,

@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import settings
+
 GENESIS = hashlib.sha256(b"askdb audit trail v1").hexdigest()
 TAIL_BYTES = 65536  # read back from the end of the file to find the last record
 
@@ -83,10 +85,8 @@ class AuditLog:
 
     @classmethod
     def from_env(cls) -> AuditLog:
-        where = os.environ.get("ASKDB_AUDIT_LOG", "logs/audit/audit.jsonl")
-        if where.strip().lower() in ("off", "0", "false", "no", ""):
-            return cls(None)
-        return cls(where, int(os.environ.get("ASKDB_AUDIT_MAX_BYTES", 100_000_000)))
+        s = settings.load()
+        return cls(s.audit_log, s.audit_max_bytes) if s.audit_enabled() else cls(None)
 
     @property
     def enabled(self) -> bool:

@@ -5,10 +5,8 @@ several workers never interleave or race on a rotation; `askdb report` reads the
 Feedback is appended as its own line with the same `request_id` and joined when the log is read:
 the request may have been served by another worker or replica.
 
-Configuration (environment):
-  ASKDB_QUALITY_LOG        "off" turns logging off (default on)
-  ASKDB_QUALITY_LOG_DIR    directory (default ./logs/quality)
-  ASKDB_QUALITY_LOG_MAX_BYTES / ASKDB_QUALITY_LOG_BACKUPS   rotation (default 10 MB x 10 files)
+Configuration: ASKDB_QUALITY_LOG (off switch), ASKDB_QUALITY_LOG_DIR, ASKDB_QUALITY_LOG_MAX_BYTES and
+ASKDB_QUALITY_LOG_BACKUPS (rotation), in settings.py.
 """
 
 from __future__ import annotations
@@ -24,6 +22,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import settings
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,10 @@ class QualityLog:
 
     @classmethod
     def from_env(cls) -> QualityLog:
-        if os.environ.get("ASKDB_QUALITY_LOG", "on").lower() in ("off", "0", "false", "no"):
+        s = settings.load()  # the log itself is made once per process (observability/ask.py)
+        if not s.quality_log:
             return cls(None)
-        return cls(
-            os.environ.get("ASKDB_QUALITY_LOG_DIR", "logs/quality"),
-            int(os.environ.get("ASKDB_QUALITY_LOG_MAX_BYTES", 10_000_000)),
-            int(os.environ.get("ASKDB_QUALITY_LOG_BACKUPS", 10)),
-        )
+        return cls(s.quality_log_dir, s.quality_log_max_bytes, s.quality_log_backups)
 
     @property
     def enabled(self) -> bool:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from typing import Annotated, Any
 
 from annotated_types import Ge, Le, MaxLen
 from pydantic import BaseModel, StringConstraints, WithJsonSchema
 
-PROBE_TIMEOUT_S = float(os.environ.get("ASKDB_RUNNER_PROBE_TIMEOUT_S", 2))  # under a scrape timeout
+import settings
+
+PROBE_TIMEOUT_S = settings.get().runner_probe_timeout_s  # under a scrape timeout
 
 RequestId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 Score = Annotated[float, Ge(0.0), Le(1.0)]

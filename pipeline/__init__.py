@@ -8,7 +8,7 @@ __all__ = ["AskFailed", "AskOptions", "build_chain"]
 
 
 def __getattr__(name: str) -> Any:
-    # lazy: `python -m pipeline.chinook` and the data steps must not import LangChain's chat stack
+    # lazy: the data steps (databases, schema) must not import LangChain's chat stack
     if name in ("build_chain", "AskOptions"):
         from pipeline import chain
 

@@ -7,7 +7,6 @@ service.py keeps only the route; this module turns a question into the API.md re
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Annotated, Any
 from uuid import UUID
@@ -21,6 +20,7 @@ from pydantic import BaseModel, WithJsonSchema
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import JSONResponse
 
+import settings
 from observability import audit
 from observability.tracing import SpanCallback
 from pipeline.chain import AskOptions, build_chain
@@ -31,8 +31,8 @@ from pipeline.repair import AskFailed
 from providers import chat_model
 from runners.client import RunnerBusy
 
-MAX_QUESTION_CHARS = int(os.environ.get("ASKDB_MAX_QUESTION_CHARS", 1000))
-MAX_ROWS = int(os.environ.get("ASKDB_MAX_ROWS", 1000))
+MAX_QUESTION_CHARS = settings.get().max_question_chars
+MAX_ROWS = settings.get().max_rows
 
 Question = Annotated[str, MinLen(1), MaxLen(MAX_QUESTION_CHARS)]
 MaxRows = Annotated[int, Ge(1), Le(MAX_ROWS)]

@@ -11,7 +11,6 @@ Failures raise `AskFailed` (its `kind` is the API's 422 error type).
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
@@ -19,6 +18,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
 from pydantic import BaseModel, Field
 
+import settings
 from pipeline import answer as answer_mod
 from pipeline import databases, enforce, example_store, examples, prompt, repair, schema
 from pipeline import grammar as sql_grammar
@@ -28,27 +28,17 @@ from pipeline.explain import explain
 from pipeline.generate import Usage, constrained
 from pipeline.select import TableSelector
 
-
-def _env(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
-
-
-QUERY_TIMEOUT_S = _env("ASKDB_QUERY_TIMEOUT_S", 10.0)
+S = settings.get()
+QUERY_TIMEOUT_S = S.query_timeout_s
 
 
 class AskOptions(BaseModel):
     """Per-request tuning (evaluation ablations); the defaults come from the environment."""
 
-    examples: int = Field(int(_env("ASKDB_ASK_EXAMPLES", 3)), ge=0, le=8, description="few-shot examples")
-    max_attempts: int = Field(
-        int(_env("ASKDB_ASK_MAX_ATTEMPTS", 3)), ge=1, le=5, description="generation rounds (1 = no repair)"
-    )
-    candidates: int = Field(
-        int(_env("ASKDB_ASK_CANDIDATES", 1)), ge=1, le=8, description="self-consistency candidates"
-    )
-    skeleton: float = Field(
-        _env("ASKDB_ASK_SKELETON", 0.7), ge=0, le=1, description="weight of question-shape similarity"
-    )
+    examples: int = Field(S.ask_examples, ge=0, le=8, description="few-shot examples")
+    max_attempts: int = Field(S.ask_max_attempts, ge=1, le=5, description="generation rounds (1 = no repair)")
+    candidates: int = Field(S.ask_candidates, ge=1, le=8, description="self-consistency candidates")
+    skeleton: float = Field(S.ask_skeleton, ge=0, le=1, description="weight of question-shape similarity")
     ground: bool = Field(True, description="drop conditions on values the question never mentions")
     select: bool = Field(True, description="select tables for large schemas")
     timeout_s: float = Field(
@@ -56,7 +46,7 @@ class AskOptions(BaseModel):
     )
     answer: bool = Field(True, description="write a short answer from the rows")
     grammar: bool = Field(
-        os.environ.get("ASKDB_ASK_GRAMMAR", "0").lower() in ("1", "true", "yes"),
+        S.ask_grammar,
         description="constrain SQL decoding to the schema's grammar (local runner only)",
     )
 

@@ -21,12 +21,13 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
-from pipeline import chinook
+import settings
+from samples import chinook
 
 DEFAULT = "chinook"
 # Read-only enforcement exists for these; another dialect could be written to, so it is refused.
 SUPPORTED = ("sqlite", "postgresql")
-CONNECT_TIMEOUT_S = int(os.environ.get("ASKDB_DB_CONNECT_TIMEOUT_S", "10"))
+CONNECT_TIMEOUT_S = settings.get().db_connect_timeout_s
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -86,9 +87,10 @@ def configured() -> dict[str, str]:
     """name -> URL (with ${VAR} expanded) from the environment, plus the embedded default."""
     urls = {DEFAULT: f"sqlite:///{chinook.default_path()}"}
     sources: list[tuple[str, str]] = []
-    if path := os.environ.get("ASKDB_DATABASES_FILE"):
+    s = settings.load()  # read at the first use, then cached until reset()
+    if path := s.databases_file:
         sources.append((Path(path).read_text(), "ASKDB_DATABASES_FILE"))
-    if text := os.environ.get("ASKDB_DATABASES"):
+    if text := s.databases:
         sources.append((text, "ASKDB_DATABASES"))
     for text, where in sources:
         for name, url in _parse_mapping(text, where).items():

@@ -12,9 +12,8 @@ from runners import client as runner_client
 class RunnerEmbeddings(Embeddings):
     """Sentence embeddings from askdb's Embedding runner; vectors come back L2-normalised."""
 
-    def __init__(self, runner: Any, async_runner: Any = None) -> None:
+    def __init__(self, runner: Any) -> None:
         self.runner = runner
-        self.async_runner = async_runner
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         if not texts:
@@ -31,9 +30,7 @@ class RunnerEmbeddings(Embeddings):
             return []
         if hasattr(self.runner, "to_async"):
             return list(await runner_client.call(self.runner.to_async.embed, texts))
-        if self.async_runner is not None:
-            return list(await self.async_runner.embed(texts=texts))
-        return await super().aembed_documents(texts)
+        return await super().aembed_documents(texts)  # a sync client, in a thread
 
     async def aembed_query(self, text: str) -> list[float]:
         return (await self.aembed_documents([text]))[0]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
-import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -26,7 +25,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import chinook, databases
+import settings
+from pipeline import databases
 from pipeline.examples import Example
 from pipeline.guard import guard
 from pipeline.schema import describe
@@ -82,8 +82,7 @@ class ExampleStore:
 
     @classmethod
     def from_env(cls) -> ExampleStore:
-        default = chinook.default_path().parent / "examples"
-        return cls(os.environ.get("ASKDB_EXAMPLE_STORE") or default)
+        return cls(settings.load().example_store_path())
 
     def folder(self, db: str) -> Path:
         if not databases.NAME.match(db):  # the name becomes a path: no separators, no '..'

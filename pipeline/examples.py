@@ -8,7 +8,6 @@ embeddings from the Embedding runner; a bank's vectors are computed once per pro
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +17,10 @@ import sqlglot
 import yaml
 from langchain_core.embeddings import Embeddings
 
+import settings
 from pipeline.guard import DIALECTS
 
-BANK_DIR = Path(
-    os.environ.get("ASKDB_EXAMPLES_DIR", Path(__file__).resolve().parent.parent / "eval" / "bank")
-)
+BANK_DIR = settings.get().examples_path()
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from collections.abc import Collection
 from typing import Any
 
 import sqlglot
-from langchain_core.runnables import RunnableLambda
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.scope import traverse_scope
@@ -362,14 +361,3 @@ def guard(sql: str, dialect: str, max_rows: int, tables: Collection[str]) -> str
     root = check(_parse(sql, read), sql, tables)
     clamp_limit(root, max_rows + 1)
     return root.sql(dialect=read, comments=False)
-
-
-def as_runnable(max_rows: int = 100) -> RunnableLambda:
-    """Runnable: {"sql", "dialect", "tables", "max_rows"?} -> safe SQL string."""
-
-    def run(inputs: dict) -> str:
-        return guard(
-            inputs["sql"], inputs["dialect"], int(inputs.get("max_rows", max_rows)), inputs["tables"]
-        )
-
-    return RunnableLambda(run, name="guard")

@@ -1,8 +1,8 @@
 """The local LLM runner as a LangChain chat model, so the chain takes it or any other chat model.
 
 Inside the service the runner is the `bentoml.depends(LLM)` handle; outside, a runner served on its
-own (`bentoml serve runners.llm:LLM`) is reached with `bentoml.SyncHTTPClient`/`AsyncHTTPClient`.
-Both expose the runner's batchable `generate(list[GenRequest]) -> list[GenResult]`, so concurrent
+own (`bentoml serve runners.llm:LLM`) is reached with `bentoml.SyncHTTPClient` (async calls run it in
+a thread). Both expose the runner's batchable `generate(list[GenRequest]) -> list[GenResult]`, so concurrent
 calls (several self-consistency candidates, several users) share the runner's batches.
 """
 
@@ -46,7 +46,6 @@ class RunnerChatModel(BaseChatModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     runner: Any = Field(exclude=True)
-    async_runner: Any = Field(default=None, exclude=True)  # an AsyncHTTPClient, when `runner` is sync-only
     model_name: str = "local"
     temperature: float = 0.0
     top_p: float = 1.0
@@ -117,8 +116,4 @@ class RunnerChatModel(BaseChatModel):
         request = self._request(messages, stop, **kwargs)
         if hasattr(self.runner, "to_async"):
             return self._chat_result(await runner_client.generate(self.runner, request))
-        elif self.async_runner is not None:
-            raw = await self.async_runner.generate(requests=[request])
-        else:
-            return await super()._agenerate(messages, stop, run_manager, **kwargs)  # thread pool
-        return self._chat_result(_result(raw[0]))
+        return await super()._agenerate(messages, stop, run_manager, **kwargs)  # thread pool

@@ -22,16 +22,15 @@ Keys are matched by their digest, so a policy follows the key whatever its name.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import sqlglot
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
+import settings
 from api import auth
 from pipeline import databases
 from pipeline.guard import ParseError, Refused, guard, sqlglot_dialect
@@ -131,9 +130,9 @@ class Callers:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Callers:
-        env = os.environ if env is None else env
         auth.KeyRing.from_env(env)  # its own clear errors first (short keys, duplicates, bad fields)
-        specs = _specs(env)
+        # the very parser api/auth uses, in its order, so a key and its policies can never be read apart
+        specs = auth.key_specs(settings.load(env))
         try:  # only when there are policies: a broken database setting is otherwise a 503 per request
             dialects = dict(databases.names()) if any(s.policies for s in specs) else {}
         except (databases.ConfigError, OSError) as err:
@@ -156,13 +155,3 @@ class Callers:
                 }
                 policies.setdefault(digest, {})[db] = DataPolicy(name, db, dialects[db], rules)
         return cls(policies, frozenset(admins))
-
-
-def _specs(env: Mapping[str, str]) -> list[auth.KeySpec]:
-    # The very parser api/auth uses, in its order, so a key and its policies can never be read apart.
-    specs: list[auth.KeySpec] = []
-    if raw := env.get("ASKDB_API_KEYS", "").strip():
-        specs += auth._parse_inline(raw)
-    if path := env.get("ASKDB_API_KEY_FILE", "").strip():
-        specs += auth._parse_file(Path(path))
-    return specs

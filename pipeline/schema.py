@@ -10,7 +10,6 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from langchain_core.runnables import RunnableLambda
 from sqlalchemy import MetaData, Table, inspect, select
 
 from pipeline.databases import Database
@@ -159,8 +158,3 @@ def describe(db: Database, refresh: bool = False) -> SchemaInfo:
         if refresh or db.name not in _cache:
             _cache[db.name] = reflect(db)
         return _cache[db.name]
-
-
-def as_runnable() -> RunnableLambda:
-    """Runnable: Database -> SchemaInfo."""
-    return RunnableLambda(describe, name="schema")

@@ -9,7 +9,6 @@ foreign-key paths that connect them (so every kept table can be joined). Small s
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import deque
 
 import numpy as np
@@ -17,12 +16,13 @@ import sqlglot
 from langchain_core.embeddings import Embeddings
 from sqlglot import exp
 
+import settings
 from pipeline.examples import Example, cosine_top
 from pipeline.guard import sqlglot_dialect
 from pipeline.schema import SchemaInfo
 
-MIN_TABLES = int(os.environ.get("ASKDB_SELECT_MIN_TABLES", 8))
-TOP_K = int(os.environ.get("ASKDB_SELECT_TOP_K", 3))
+MIN_TABLES = settings.get().select_min_tables
+TOP_K = settings.get().select_top_k
 
 
 def describe_table(schema: SchemaInfo, name: str) -> str:

@@ -13,6 +13,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+import settings
+
 LOCAL = "local"
 
 
@@ -71,10 +73,10 @@ class ProvidersConfig(BaseModel):
 
 
 def load(env: dict[str, str] | None = None) -> ProvidersConfig:
-    env = dict(os.environ) if env is None else env
-    text = env.get("ASKDB_PROVIDERS")
-    if not text and env.get("ASKDB_PROVIDERS_FILE"):
-        text = Path(env["ASKDB_PROVIDERS_FILE"]).read_text()
+    s = settings.load(env)
+    text = s.providers
+    if not text and s.providers_file:
+        text = Path(s.providers_file).read_text()
     if not text:
         return ProvidersConfig()
     return ProvidersConfig.model_validate(yaml.safe_load(text))  # YAML is a superset of JSON

@@ -1,6 +1,6 @@
 """Where a runner puts its model: CUDA + bf16 when a GPU is visible, else CPU + float32.
 
-With several GPUs, BentoML starts one runner worker per GPU (runners.config.WORKERS) and every worker
+With several GPUs, BentoML starts one LLM runner worker per GPU (runners.config.LLM_WORKERS) and every worker
 sees all of them; each worker takes the GPU matching its worker index, so N GPUs hold N replicas.
 """
 
@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 
 import torch
+
+import settings
 
 
 def listed(visible: str) -> int:
@@ -49,10 +51,10 @@ def worker_gpu() -> int:
     return (index - 1) % max(1, torch.cuda.device_count())
 
 
-def _dtype(role: str | None, default: str) -> torch.dtype:
+def _dtype(s: settings.Settings, role: str | None, default: str) -> torch.dtype:
     """ASKDB_<ROLE>_DTYPE, else ASKDB_DTYPE, else `default`."""
-    named = os.environ.get(f"ASKDB_{role.upper()}_DTYPE", "") if role else ""
-    return getattr(torch, named or os.environ.get("ASKDB_DTYPE", default))
+    named = getattr(s, f"{role}_dtype") if role else ""
+    return getattr(torch, named or s.dtype or default)
 
 
 def cpu_has_bf16() -> bool:
@@ -60,17 +62,24 @@ def cpu_has_bf16() -> bool:
     return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def wanted_device(s: settings.Settings, role: str | None) -> str:
+    """ASKDB_<ROLE>_DEVICE (e.g. ASKDB_EMBED_DEVICE=cuda:1) over ASKDB_DEVICE for one runner."""
+    return (getattr(s, f"{role}_device") if role else "") or s.device
+
+
 def pick(role: str | None = None) -> tuple[torch.device, torch.dtype]:
-    """ASKDB_<ROLE>_DEVICE (e.g. ASKDB_EMBED_DEVICE=cuda:1) overrides ASKDB_DEVICE for one runner,
-    ASKDB_<ROLE>_DTYPE likewise ASKDB_DTYPE."""
-    wanted = os.environ.get(f"ASKDB_{role.upper()}_DEVICE", "") if role else ""
-    wanted = wanted or os.environ.get("ASKDB_DEVICE", "auto")
+    """The device `wanted_device` names (auto: this worker's GPU, else CPU); ASKDB_<ROLE>_DTYPE over
+    ASKDB_DTYPE likewise. Read when the runner loads its model (a fresh read: tools set it first)."""
+    s = settings.load()
+    wanted = wanted_device(s, role)
     use_cuda = torch.cuda.is_available() if wanted == "auto" else wanted.startswith("cuda")
     if use_cuda:
         # bf16 halves the bytes read per decode step, and decode is memory-bound on GPUs
-        dtype = _dtype(role, "bfloat16")
+        dtype = _dtype(s, role, "bfloat16")
         return torch.device("cuda", worker_gpu()) if wanted == "auto" else torch.device(wanted), dtype
     # On a CPU the LLM stays float32: exact (bf16 generation there is unmeasured). The encoder's
     # pooled vectors barely move in bf16 (cosine 0.99995 to float32) and its batches run 2x faster
     # where the CPU has native bf16 (runners/README.md).
-    return torch.device("cpu"), _dtype(role, "bfloat16" if role == "embed" and cpu_has_bf16() else "float32")
+    return torch.device("cpu"), _dtype(
+        s, role, "bfloat16" if role == "embed" and cpu_has_bf16() else "float32"
+    )

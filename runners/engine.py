@@ -22,7 +22,6 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
 from typing import Any
 
 import torch
@@ -30,19 +29,20 @@ import torch
 from observability import llm_meter, metrics
 from runners.admission import WaitQueue
 from runners.constrain import Constraints, fill_mask
+from runners.consumers import Consumers, deliver
 from runners.fanout import Fanout
 from runners.kv import CacheShape, SlotCache
 from runners.model import LoadedModel
 from runners.prefill import PrefillRow
-from runners.sampling import normal_seed
-from runners.schemas import GenRequest, GenResult, StreamEvent, TokenLogprob
-from runners.sequence import Seq, Sink, collect, failed, variant_of
-from runners.step import Step
+from runners.sampling import normal_seed, read_logprob
+from runners.schemas import GenRequest, StreamEvent
+from runners.sequence import Seq, Sink, failed, variant_of
+from runners.step import InFlight, Step
 
 log = logging.getLogger(__name__)
 
 
-class Engine:
+class Engine(Consumers):
     def __init__(
         self,
         lm: LoadedModel,
@@ -53,12 +53,17 @@ class Engine:
         graphs: bool = True,
         tag: str = "local",
         compile: bool = False,
+        overlap: bool | None = None,
     ) -> None:
         self.lm, self.tag = lm, tag
         self.context = min(context or lm.context_length, lm.context_length)
         self.cache = SlotCache(CacheShape.of(lm.model.config), slots, self.context, lm.dtype, lm.device)
         self.step = Step(lm, self.cache, graphs, compile, prefill_chunk)
         self.chunk = prefill_chunk
+        # host work for one step while the device runs the next (default on a GPU, where the device
+        # runs asynchronously; on a CPU it only costs an extra step for rows that end by EOS)
+        self.overlap = lm.device.type == "cuda" if overlap is None else overlap
+        self._inflight: InFlight | None = None
         self.rows: list[Seq | None] = [None] * slots
         self._free = list(range(slots))  # a heap: the lowest free slot first keeps steps small
         self._queue = WaitQueue(max_waiting)
@@ -154,50 +159,6 @@ class Engine:
             self._cond.notify()
         return len(found)
 
-    async def stream(self, req: GenRequest, live: bool = True) -> AsyncIterator[StreamEvent]:
-        """Events of one request (see `submit`); leaving the iteration early cancels it."""
-        loop, queue = asyncio.get_running_loop(), asyncio.Queue[StreamEvent]()
-
-        def sink(event: StreamEvent) -> None:
-            if threading.current_thread() is self._thread:  # batched: one wake-up per iteration
-                self._outbox.setdefault(loop, []).append((queue, event))
-            else:
-                loop.call_soon_threadsafe(queue.put_nowait, event)
-
-        self.submit(req, sink, live)
-        done = False
-        try:
-            while not done:
-                event = await queue.get()
-                done = event.finish_reason is not None
-                yield event
-        finally:
-            if not done:
-                self.cancel([req.id])
-
-    async def generate(self, req: GenRequest) -> GenResult:
-        return collect([e async for e in self.stream(req, live=False)])
-
-    def run(self, reqs: list[GenRequest], timeout: float | None = None) -> list[GenResult]:
-        """Blocking: submit all, wait for all (in-process callers: tests, eval, benchmarks)."""
-        events: list[list[StreamEvent]] = [[] for _ in reqs]
-        done = threading.Semaphore(0)
-
-        def sink_for(i: int) -> Sink:
-            def put(event: StreamEvent) -> None:
-                events[i].append(event)
-                if event.finish_reason is not None:
-                    done.release()
-
-            return put
-
-        for i, req in enumerate(reqs):
-            self.submit(req, sink_for(i), live=False)
-        for _ in reqs:
-            if not done.acquire(timeout=timeout):
-                raise TimeoutError("generation did not finish in time")
-        return [collect(e) for e in events]
-
     # ---- the loop (engine thread) ---------------------------------------------------------------
     def _loop(self) -> None:
         while not self._closed:
@@ -214,6 +175,7 @@ class Engine:
                     self._iteration()
             except Exception as exc:  # a model failure ends the rows it was serving, not the engine
                 log.exception("engine step failed")
+                self._inflight = None
                 for seq in [s for s in self.rows if s is not None]:
                     seq.end("error", f"generation failed: {type(exc).__name__}", "internal")
                     self._release(seq)
@@ -307,8 +269,21 @@ class Engine:
         return rows
 
     def _iteration(self) -> None:
+        """Admit, launch this iteration's work, then settle the previous one's tokens on the host
+        while the device runs (overlap), or this one's at once (no overlap, or grammar rows: their
+        next mask needs their last token)."""
         self._admit()
-        self._prefilling.extend(self._fanout.ready())
+        self._prefilling.extend(self._fanout.ready())  # n choices: followers whose prompt is copied
+        sync = not self.overlap or any(s is not None and s.matcher is not None for s in self.rows)
+        if sync:
+            self._settle()
+        launched = self._launch()
+        self._settle()
+        self._inflight = launched
+        if sync:
+            self._settle()
+
+    def _launch(self) -> InFlight | None:
         group = self._prefill_group()
         first = [seq for r in group if r.last and (seq := self.rows[r.slot]) is not None]
         if any(s is not None and s.matcher is not None for s in self.rows):
@@ -321,26 +296,51 @@ class Engine:
                 seq.prefilled += len(r.tokens)
             for seq in first:
                 self._prefilling.remove(seq)
+                seq.sampled = 1
                 # a grammar row needs its first token on the host (for its next mask) before it
                 # decodes; the others join this iteration's step at once
                 seq.state = "first" if seq.matcher is not None else "decode"
-        decoding = [s for s in self.rows if s is not None and s.state == "decode"]
+        decoding = self._decoding()
         top = self._top()
         if decoding:
             # where each row writes: its first token at len(prompt), then one further per token fed
-            max_pos = max(len(s.prompt) + max(len(s.generated) - 1, 0) for s in decoding)
+            max_pos = max(len(s.prompt) + s.sampled - 1 for s in decoding)
             self.step.decode(top, max_pos, variant_of(decoding))
+            for seq in decoding:
+                seq.sampled += 1
             self.steps_run += 1
             metrics.engine_steps.inc()
             metrics.engine_step_rows.observe(len(decoding))
         if not first and not decoding:
-            return
+            return None
         width = variant_of([*first, *decoding]).width
-        out = self.step.fetch(top, width)
-        for seq in first:
-            self._take(seq, out[seq.slot][1], width)
-        for seq in decoding:  # newcomers that joined at once have their second token here
-            self._take(seq, out[seq.slot][0], width)
+        pairs = [(s, s.slot, 1) for s in first] + [(s, s.slot, 0) for s in decoding]
+        return InFlight(pairs, top, width, self.step.copy_out(top))
+
+    def _decoding(self) -> list[Seq]:
+        """Rows this step decodes. A row whose budget is all sampled (its last tokens still on the
+        way to the host) is parked, so the device stops advancing it."""
+        decoding, parked = [], []
+        for seq in self.rows:
+            if seq is None or seq.state != "decode":
+                continue
+            if seq.sampled < seq.req.max_new_tokens:
+                decoding.append(seq)
+            elif not seq.parked:
+                seq.parked = True
+                parked.append(seq.slot)
+        if parked:
+            self.step.set_slots(parked, active=[0] * len(parked), pos=[self.cache.scratch] * len(parked))
+        return decoding
+
+    def _settle(self) -> None:
+        """Hand the tokens of the launched step to their requests (those still running)."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return
+        out = inflight.results.read(inflight.rows, inflight.width)
+        for seq, slot, kind in inflight.pairs:  # newcomers first: their first token, then second
+            self._take(seq, out[slot][kind], inflight.width)
 
     def _top(self) -> int:
         """Slots a step must cover: up to the highest one in use."""
@@ -354,7 +354,9 @@ class Engine:
         token = int(row[0])
         try:
             wanted = seq.req.logprobs
-            logprob = self._logprob(row, width, wanted) if wanted is not None else None
+            logprob = (
+                read_logprob(row, width, wanted, self.lm.tokenizer.decode) if wanted is not None else None
+            )
             done = seq.feed(token, self._backend, logprob)
             if not done and seq.matcher is not None:
                 done = not seq.matcher.consume_token(token) or seq.matcher.is_stopped()
@@ -372,20 +374,11 @@ class Engine:
         if done:
             self._release(seq)
 
-    def _logprob(self, row: list[float], width: int, wanted: int) -> TokenLogprob | None:
-        if width < 3:
-            return None
-        decode = self.lm.tokenizer.decode
-        k = (width - 2) // 2
-        pairs = zip(row[2 : 2 + k], row[2 + k : 2 + 2 * k], strict=True)
-        top = [(decode([int(i)]), lp) for i, lp in list(pairs)[:wanted]]
-        return TokenLogprob(token=decode([int(row[0])]), logprob=row[1], top=top)
-
     def _publish(self) -> None:
         outbox, self._outbox = self._outbox, {}
         for loop, items in outbox.items():
             with contextlib.suppress(RuntimeError):  # that consumer's loop has closed
-                loop.call_soon_threadsafe(_deliver, items)
+                loop.call_soon_threadsafe(deliver, items)
         live = [s for s in self.rows if s is not None]
         used = sum(len(s.prompt) + len(s.generated) for s in live)
         waiting = len(self._queue) + len(self._inbox)
@@ -403,6 +396,7 @@ def from_loaded(lm: LoadedModel, **overrides: Any) -> Engine:
         "max_waiting": config.LLM_MAX_WAITING,
         "graphs": config.LLM_GRAPHS,
         "compile": config.LLM_COMPILE,
+        "overlap": config.LLM_OVERLAP,
     }
     return Engine(lm, **{**settings, **overrides})
 
@@ -410,8 +404,3 @@ def from_loaded(lm: LoadedModel, **overrides: Any) -> Engine:
 def load(path: str, **overrides: Any) -> Engine:
     """An engine over the stored model at `path`, with runners/config.py's settings."""
     return from_loaded(LoadedModel.load(path), **overrides)
-
-
-def _deliver(items: list[tuple[asyncio.Queue, StreamEvent]]) -> None:
-    for queue, event in items:
-        queue.put_nowait(event)

@@ -15,8 +15,7 @@ from collections.abc import AsyncGenerator
 
 import bentoml
 
-from runners import config
-from runners.engine import Engine
+from runners import config, engine
 from runners.model import LoadedModel
 from runners.schemas import GenRequest, GenResult, ModelInfo
 
@@ -39,16 +38,7 @@ class LLM:
         self.lm = LoadedModel.load(self.model.path)
         self.meta = self.model.info.metadata
         self.tag = str(self.model.tag)  # the `model` label of askdb_llm_* metrics
-        self.engine = Engine(
-            self.lm,
-            slots=config.LLM_SLOTS,
-            context=config.LLM_MAX_CONTEXT,
-            prefill_chunk=config.LLM_PREFILL_CHUNK,
-            max_waiting=config.LLM_MAX_WAITING,
-            graphs=config.LLM_GRAPHS,
-            tag=self.tag,
-            compile=config.LLM_COMPILE,
-        )
+        self.engine = engine.from_loaded(self.lm, tag=self.tag)
         ready = self.engine.warm_up(config.LLM_WARM_CONTEXT, config.LLM_COMPILE_CACHE)
         log.info(
             "LLM engine ready in %.1f s: %d slots x %d positions on %s, compiled: %s, %d decode graphs",

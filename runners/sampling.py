@@ -11,9 +11,12 @@ its neighbours do (a shared torch RNG would hand out draws in batch order).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from runners.schemas import TokenLogprob
 
 M32 = 0xFFFFFFFF
 TOP_LOGPROBS = 20  # OpenAI's upper bound for top_logprobs
@@ -104,3 +107,16 @@ def normal_seed(seed: int | None) -> int:
         return random.getrandbits(63)
     wrapped = seed % 2**64
     return wrapped - 2**64 if wrapped >= 2**63 else wrapped
+
+
+def read_logprob(
+    row: list[float], width: int, wanted: int, decode: Callable[[list[int]], str]
+) -> TokenLogprob | None:
+    """One row of a step's output (token, its log-probability, top ids, top log-probabilities) as
+    the request's `TokenLogprob` with its `wanted` best alternatives."""
+    if width < 3:
+        return None
+    k = (width - 2) // 2
+    pairs = zip(row[2 : 2 + k], row[2 + k : 2 + 2 * k], strict=True)
+    top = [(decode([int(i)]), lp) for i, lp in list(pairs)[:wanted]]
+    return TokenLogprob(token=decode([int(row[0])]), logprob=row[1], top=top)

@@ -36,6 +36,8 @@ class Seq:
     state: str = "queued"  # queued -> prefill -> (first: waits for the host) -> decode
     slot: int = -1
     prefilled: int = 0  # prompt tokens already in the cache
+    sampled: int = 0  # tokens sampled on the device (some may not have reached the host yet)
+    parked: bool = False  # its budget is sampled: the device no longer advances it
     generated: list[int] = field(default_factory=list)
     text: str = ""
     sent: int = 0  # characters of `text` already emitted

@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,6 +28,31 @@ from runners.sampling import TOP_LOGPROBS, Variant, sample
 
 log = logging.getLogger(__name__)
 WIDTH = 2 + 2 * TOP_LOGPROBS  # widest step output (Variant.width with logprobs)
+
+
+@dataclass
+class Results:
+    """One iteration's sampled tokens on their way to the host: a copy into pinned memory that
+    runs after the step on the device's stream, so the host can work meanwhile."""
+
+    host: torch.Tensor
+    event: torch.cuda.Event | None
+
+    def read(self, rows: int, width: int) -> list[list[list[float]]]:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host[:rows, :, :width].tolist()
+
+
+@dataclass
+class InFlight:
+    """A launched iteration: which request takes the token of which slot (1: first token from
+    prefill, 0: from the decode step), and its results on their way to the host."""
+
+    pairs: list[tuple[Any, int, int]]  # (Seq, slot, 0 or 1)
+    rows: int
+    width: int
+    results: Results
 
 
 def slot_buckets(slots: int) -> list[int]:
@@ -70,6 +96,10 @@ class Step:
         self.out = torch.zeros(
             slots, 2, WIDTH, dtype=torch.float32, device=self.dev
         )  # [:, 0] decode, [:, 1] prefill
+        # two host buffers: one is read while the next iteration's copy lands in the other
+        pinned = self.dev.type == "cuda"
+        self._host = [torch.zeros(slots, 2, WIDTH, pin_memory=pinned) for _ in range(2)]
+        self._flip = 0
         params = inspect.signature(self.model.forward).parameters
         self._kw: dict[str, Any] = {lm.cache_arg: cache, "use_cache": True}
         if "logits_to_keep" in params:
@@ -240,6 +270,13 @@ class Step:
         on = [int(rows[i].activate) for i in last]
         self.active[sl] = torch.tensor(on, dtype=torch.long).to(self.dev, non_blocking=True)
 
-    def fetch(self, rows: int, width: int) -> list[list[list[float]]]:
-        """The step's results for slots below `rows`: the one device->host copy of an iteration."""
-        return self.out[:rows, :, :width].cpu().tolist()
+    def copy_out(self, rows: int) -> Results:
+        """Start the one device->host copy of an iteration: the results of slots below `rows`."""
+        host = self._host[self._flip]
+        self._flip ^= 1
+        host[:rows].copy_(self.out[:rows], non_blocking=True)
+        event = None
+        if self.dev.type == "cuda":
+            event = torch.cuda.Event()
+            event.record()
+        return Results(host, event)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.chinook import default_path
+from samples.chinook import default_path
 from tests.servers import BentoServer
 
 KEYS = {

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, MetaData, create_engine, select, text
 
-from pipeline import chinook, databases
+from pipeline import databases
+from samples import chinook
 from tests.servers import free_port
 
 BIN = Path(os.environ.get("ASKDB_PG_BIN", "/usr/lib/postgresql/15/bin"))

@@ -13,8 +13,8 @@ from sqlalchemy import create_engine
 
 from pipeline import databases
 from pipeline.ask import MAX_QUESTION_CHARS
-from pipeline.chinook import default_path
 from pipeline.guard import guard
+from samples.chinook import default_path
 from tests.hostile_sql import CHINOOK_TABLES
 from tests.pg import PostgresServer, content_checksum
 from tests.servers import BentoServer

@@ -70,7 +70,7 @@ def test_bento_carries_the_service_and_sample_db_but_no_tests(cpu_bento: tuple[s
         "service.py",
         "runners/llm.py",
         "api/limits.py",
-        "pipeline/chinook.py",
+        "samples/chinook.py",
         "data/chinook.sqlite",
         "eval/bank/chinook.yaml",
     ):

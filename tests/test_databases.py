@@ -11,8 +11,9 @@ import httpx
 import pytest
 from sqlalchemy import create_engine
 
-from pipeline import chinook, databases
+from pipeline import databases
 from pipeline.schema import describe
+from samples import chinook
 from tests.pg import PostgresServer, content_checksum
 from tests.servers import BentoServer
 

@@ -5,6 +5,7 @@ seeds, log-probabilities, cancellation and the bounded queue behave as documente
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 
@@ -299,3 +300,51 @@ def test_a_grammar_row_returns_its_text_as_one_result(smol) -> None:
     )
     [result] = engine.run([req])
     assert result.text in (" yes", " no") and result.finish_reason == "stop"
+
+
+def test_overlapped_host_work_changes_no_result(smol) -> None:
+    """The GPU default: a step's tokens are settled on the host while the next step runs, so a row
+    that ends (EOS, stop string, budget) is known one step late. Results are the same as settling at
+    once: more requests than slots, budgets of 1, stops, EOS, a grammar row (settled at once)."""
+    lm = smol[0].lm
+    engine = Engine(lm, slots=4, context=1024, prefill_chunk=8, overlap=False)
+    overlapped = Engine(lm, slots=4, context=1024, prefill_chunk=8, overlap=True)
+    try:
+        reqs = [
+            GenRequest(prompt=PROMPTS[i % 5], max_new_tokens=[1, 7, 30, 2, 16][i % 5], stop=stop)
+            for i, stop in enumerate([[], [], [","], [], [" the"], [], ["\n"], [], [], []])
+        ]
+        reqs.append(
+            GenRequest(
+                prompt="Is Paris in France? Answer yes or no:",
+                max_new_tokens=4,
+                grammar='start: " yes" | " no"',
+            )
+        )
+        want = [(r.text, r.finish_reason, r.completion_tokens) for r in engine.run(reqs, timeout=300)]
+        got = [(r.text, r.finish_reason, r.completion_tokens) for r in overlapped.run(reqs, timeout=300)]
+        assert got == want
+        assert {reason for _, reason, _ in want} == {"stop", "length"}
+        assert all(row is None for row in overlapped.rows)
+    finally:
+        overlapped.close()
+        engine.close()
+
+
+def test_a_stream_that_falls_behind_gets_what_queued_as_one_piece(smol, tokenizer) -> None:
+    """A consumer busy elsewhere (a server loop under many streams) takes every queued event as one:
+    same text, far fewer writes."""
+    engine, model = smol
+    req = GenRequest(prompt=PROMPTS[2], max_new_tokens=12, ignore_eos=True)
+
+    async def consume() -> tuple[StreamEvent, list[StreamEvent]]:
+        events = engine.stream(req)
+        first = await anext(events)
+        while req.id in engine._known:  # the consumer looks away until the engine is done with it
+            await asyncio.sleep(0.01)
+        return first, [e async for e in events]
+
+    first, rest = asyncio.run(consume())
+    assert len(rest) <= 2 and rest[-1].finish_reason == "length"  # not one per token
+    assert first.text + "".join(e.text for e in rest) == reference(model, tokenizer, req)
+    assert rest[-1].completion_tokens == 12

@@ -20,7 +20,7 @@ import pytest
 
 from eval import scorer
 from eval.poison import REFUSED_SQL, malicious
-from pipeline.chinook import default_path
+from samples.chinook import default_path
 from tests.pg import PostgresServer
 from tests.servers import ROOT, BentoServer
 

@@ -9,8 +9,8 @@ import sqlglot
 import yaml
 
 from pipeline import databases, schema
-from pipeline.guard import ParseError, Refused, as_runnable, guard
-from tests.hostile_sql import BOTH, CHINOOK_TABLES, REFUSED, SLOW, WRITES
+from pipeline.guard import ParseError, Refused, guard
+from tests.hostile_sql import CHINOOK_TABLES, REFUSED, SLOW, WRITES
 
 T = CHINOOK_TABLES  # what the pipeline passes: the database's reflected table names
 
@@ -165,14 +165,6 @@ def test_unknown_dialect_and_bad_cap_are_rejected():
         guard("SELECT 1", "oracle", 10, T)
     with pytest.raises(ValueError, match="max_rows"):
         guard("SELECT 1", "sqlite", 0, T)
-
-
-def test_runnable_form():
-    runnable = as_runnable(max_rows=5)
-    one = {"sql": 'SELECT "Name" FROM "Artist"', "dialect": "sqlite", "tables": T}
-    assert runnable.invoke(one).endswith("LIMIT 6")
-    batch = runnable.batch([{"sql": "SELECT 1", "dialect": d, "max_rows": 1, "tables": T} for d in BOTH])
-    assert batch == ["SELECT 1 LIMIT 2", "SELECT 1 LIMIT 2"]
 
 
 def test_every_write_is_also_in_the_refused_list():

@@ -26,9 +26,9 @@ from api.ratelimit import RateLimiter
 from api.usage import UsageMeter
 from pipeline import databases, guard
 from pipeline.ask import MAX_QUESTION_CHARS, MAX_ROWS
-from pipeline.chinook import default_path
 from pipeline.execute import QueryTimeout, SQLError, execute
 from runners.schemas import GenRequest
+from samples.chinook import default_path
 from service import AskDB
 from tests.hostile_sql import CHINOOK_TABLES
 

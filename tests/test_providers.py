@@ -8,11 +8,13 @@ import random
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from observability.quality_log import joined_asks
 from providers import LOCAL, ProvidersConfig, Router, UnknownModel
 from providers.config import load
 from tests.conftest import TEST_ENV
@@ -93,6 +95,11 @@ def _ask(oa: openai.OpenAI, model: str, **extra) -> tuple[str, str]:
     return raw.headers["x-askdb-provider"], reply.choices[0].message.content
 
 
+def _quality_dir(server: BentoServer) -> Path:
+    """Where a test server writes its quality log (relative paths from its working directory)."""
+    return server.cwd / server.env.get("ASKDB_QUALITY_LOG_DIR", "logs/quality")
+
+
 def _metric(url: str, name: str, **labels: str) -> float:
     want = [f'{k}="{v}"' for k, v in labels.items()]
     lines = httpx.get(f"{url}/metrics", timeout=30).text.splitlines()
@@ -151,6 +158,9 @@ def test_remote_askdb_answers_its_route(askdb: BentoServer, remote: BentoServer,
     body = {"question": "How many artists are there?", "model": "remote-first", "answer": False}
     asked = httpx.post(f"{askdb.url}/ask", json=body, timeout=600)  # /ask reports who answered
     assert asked.status_code == 200 and asked.json()["model"].startswith("remote/"), asked.text
+    # ...and so does the quality log: the provider that answered, not the local runner
+    [record] = [r for r in joined_asks(_quality_dir(askdb)) if r["request_id"] == asked.json()["request_id"]]
+    assert record["provider"] == "remote" and record["model"] == asked.json()["model"]
     # the remote demands its key: the session server sent it, a bare client gets 401
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{remote.url}/v1", api_key="wrong", max_retries=0).models.list()

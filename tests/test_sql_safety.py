@@ -11,10 +11,10 @@ import httpx
 import pytest
 
 from pipeline import databases
-from pipeline.chinook import default_path
 from pipeline.execute import QueryResult, QueryTimeout, SQLError, execute
 from pipeline.guard import ParseError, Refused, guard
 from pipeline.schema import describe
+from samples.chinook import default_path
 from tests.guarded import Guarded
 from tests.hostile_sql import CHINOOK_TABLES, HOSTILE_QUESTIONS, REFUSED, SLOW, WRITES, for_dialect
 from tests.pg import chinook_db, db_checksum  # noqa: F401  (chinook_db: the `db` fixture)

@@ -29,13 +29,14 @@ VARIANTS: dict[str, dict[str, str]] = {
     "default": {},  # the engine as shipped: CUDA graphs for the decode step
     "eager": {"ASKDB_LLM_GRAPHS": "0", "ASKDB_LLM_COMPILE": "0"},  # no graphs, no compile
     "graphs": {"ASKDB_LLM_COMPILE": "0"},  # CUDA graphs over the uncompiled model
+    "sync": {"ASKDB_LLM_OVERLAP": "off"},  # graphs, host work after each step instead of during the next
     "stream": {},  # the default engine through /stream (time to first token)
     # `--old-tree DIR`: a checkout from before the engine (its GPU default: adaptive batches of
     # `model.generate` with a static cache + torch.compile), served from that folder
     "old": {},
 }
 ENDPOINT = {"stream": "stream"}  # variant -> endpoint; the rest use /generate
-IN_PROCESS = ("default", "eager", "graphs")  # variants the new engine can also run in this process
+IN_PROCESS = ("default", "eager", "graphs", "sync")  # variants the new engine can also run in this process
 
 
 def _ints(text: str) -> list[int]:
@@ -104,7 +105,9 @@ def _apply(env: dict[str, str]) -> None:
             del os.environ[key]
     os.environ.update(env)
     import runners.config
+    import settings
 
+    settings.get.cache_clear()  # settings are read once per process; a variant is a "new process"
     importlib.reload(runners.config)
 
 

@@ -22,6 +22,25 @@ def _timed(engine: Engine, reqs: list) -> tuple[float, int]:
     return time.perf_counter() - t0, sum(r.completion_tokens for r in results)
 
 
+def _device_step_ms(engine: Engine, batch: int, positions: int) -> float | None:
+    """The decode step alone (graph replays back to back, no host work between): what a step
+    costs the device, against which the engine's wall time per step shows the host's share."""
+    if engine.lm.device.type != "cuda":
+        return None
+    from runners.sampling import Variant
+
+    mid = positions - positions // 4  # keys a step attends, on average over a request's life
+    for _ in range(3):
+        engine.step.decode(batch, mid, Variant())
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(50):
+        engine.step.decode(batch, mid, Variant())
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 50
+
+
 def measure(
     engine: Engine, prompt: str, new_tokens: int, batches: list[int], reps: int
 ) -> list[dict[str, Any]]:
@@ -29,6 +48,7 @@ def measure(
     the prefill-only time (one new token each)."""
     rows = []
     device = engine.lm.device
+    prompt_len = len(engine.lm.tokenizer.encode(prompt))
     for batch in [b for b in batches if b <= engine.slots]:
         reqs = [request(prompt, new_tokens) for _ in range(batch)]
         first = [request(prompt, 1) for _ in range(batch)]
@@ -43,6 +63,7 @@ def measure(
         rows.append(
             {
                 "batch": batch,
+                "device_step_ms": _device_step_ms(engine, batch, prompt_len + new_tokens),
                 "latency_s": wall,
                 "prefill_s": prefill,
                 "tokens_per_s": tokens / wall,
@@ -50,5 +71,7 @@ def measure(
                 "peak_mem_gib": _peak_gib(device),
             }
         )
-        print(f"  in-process batch {batch:4d}: {tokens / wall:9.1f} tok/s  {wall:6.2f} s", flush=True)
+        step = rows[-1]["device_step_ms"]
+        alone = f"  device step alone {step:.2f} ms vs {1000 * wall / new_tokens:.2f} ms" if step else ""
+        print(f"  in-process batch {batch:4d}: {tokens / wall:9.1f} tok/s  {wall:6.2f} s{alone}", flush=True)
     return rows

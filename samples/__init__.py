@@ -1,0 +1,1 @@
+"""Sample data askdb ships with: the Chinook database (`python -m samples.chinook build`)."""
