@@ -10,6 +10,8 @@ kind=hf_auto,model=<store folder>`) and synthetic prompts of `--prompt-tokens`; 
 for exactly `--tokens` tokens (GuideLLM sends `ignore_eos`, which askdb honours). askdb's client
 then runs the same closed loop: as many concurrent streaming clients, the same number of requests,
 prompts of the same length, `ignore_eos`. One server serves both, one harness at a time.
+GuideLLM's start-up check probes `/health`, which askdb does not serve (its probes are `/livez` and
+`/readyz`), so it is turned off (`validate_backend=false`); the server is ready before it starts.
 Prints a table, writes `harness.json` (with GuideLLM's whole report) and `harness.png` under `--out`.
 """
 
@@ -51,7 +53,7 @@ def guidellm(
     report = out / f"guidellm-c{streams}.json"
     cmd = [
         exe, "run",
-        "--backend", f"kind=openai_http,target={url},model=local",
+        "--backend", f"kind=openai_http,target={url},model=local,validate_backend=false",  # askdb: /readyz
         "--profile", f"kind=concurrent,streams={streams}",
         "--constraint", f"kind=max_requests,count={requests}",
         "--data", f"kind=synthetic_text,prompt_tokens={args.prompt_tokens},output_tokens={args.tokens}",
