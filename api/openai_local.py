@@ -53,37 +53,36 @@ def fan_out(base: GenRequest, n: int) -> list[GenRequest]:
     ]
 
 
-def chat_jobs(body: ChatCompletionRequest) -> tuple[list[GenRequest], GrammarFor | None]:
-    grammar = for_chat(body)
+def _jobs(
+    body: ChatCompletionRequest | CompletionRequest, grammar: GrammarFor | None, **what: Any
+) -> tuple[list[GenRequest], GrammarFor | None]:
+    """The request's `n` rows: `what` says what to generate, the sampling fields come from `body`."""
     base = GenRequest(
-        messages=to_runner(body.messages),
-        tools=offered(body),
-        max_new_tokens=body.budget(),
+        **what,
         temperature=body.temperature,
         top_p=body.top_p,
         stop=body.stops(),
         seed=body.seed,
         ignore_eos=body.ignore_eos,
         grammar=grammar.grammar if grammar else None,
-        logprobs=body.wanted_logprobs(),
     )
     return fan_out(base, body.n), grammar
+
+
+def chat_jobs(body: ChatCompletionRequest) -> tuple[list[GenRequest], GrammarFor | None]:
+    return _jobs(
+        body,
+        for_chat(body),
+        messages=to_runner(body.messages),
+        tools=offered(body),
+        max_new_tokens=body.budget(),
+        logprobs=body.wanted_logprobs(),
+    )
 
 
 def completion_jobs(body: CompletionRequest) -> tuple[list[GenRequest], GrammarFor | None]:
     grammar = for_response_format(body.response_format)
-    base = GenRequest(
-        prompt=body.text(),
-        max_new_tokens=body.max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        stop=body.stops(),
-        seed=body.seed,
-        ignore_eos=body.ignore_eos,
-        grammar=grammar.grammar if grammar else None,
-        logprobs=body.logprobs,
-    )
-    return fan_out(base, body.n), grammar
+    return _jobs(body, grammar, prompt=body.text(), max_new_tokens=body.max_tokens, logprobs=body.logprobs)
 
 
 def raise_for(code: str | None, error: str | None, grammar: GrammarFor | None) -> None:
