@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import bentoml
@@ -18,14 +17,29 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from api import openai_errors as errors
-from api.openai_schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Message
-from api.openai_sse import chat_stream, completion_stream
+from api import openai_local as engine_path
+from api.openai_engine_sse import chat_chunks, completion_chunks, merged, prime
+from api.openai_protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+    EmbeddingData,
+    EmbeddingList,
+    EmbeddingRequest,
+    Message,
+    ModelCard,
+    ModelList,
+    Usage,
+)
+from api.openai_sse import chat_stream
 from api.usage import ledger_of
 from providers import LOCAL, PROVIDER_KEY, chat_model, router
 from providers.local import local_tag
 from runners import client as runner_client
 from runners.client import GenerationRejected, RunnerBusy
-from runners.schemas import GenRequest
 
 PROVIDER_HEADER = "x-askdb-provider"
 
@@ -55,30 +69,62 @@ def to_langchain(messages: list[Message]) -> list[BaseMessage]:
     return [kinds[m.role](content=m.text()) for m in messages]
 
 
-def _usage(prompt: int, completion: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-
 def _answered_model(req_model: str | None, provider: str, tag: str) -> str:
     return tag if provider == LOCAL else (req_model or provider)
 
 
 @app.get("/models")
-async def list_models() -> dict:
+async def list_models() -> ModelList:
     """Served models, providers and routes by name only: never a URL or a key."""
     svc, now = _service(), int(time.time())
     embed_tag = str((await runner_client.call(svc.embedder.to_async.info)).tag)
     cfg = router().config
     owned = [(n, "askdb") for n in [*await local_aliases(), LOCAL, embed_tag]]
     owned += [(n, "provider") for n in cfg.providers] + [(n, "route") for n in cfg.routes]
-    return {
-        "object": "list",
-        "data": [{"id": n, "object": "model", "created": now, "owned_by": o} for n, o in owned],
-    }
+    return ModelList(data=[ModelCard(id=n, created=now, owned_by=o) for n, o in owned])
+
+
+def _engine_field(body: ChatCompletionRequest) -> str:
+    """The first field that needs askdb's own engine, to name in a refusal."""
+    for name, used in [
+        ("response_format", body.structured()),
+        ("tools", bool(body.tools)),
+        ("logprobs", body.logprobs),
+        ("n", body.n > 1),
+    ]:
+        if used:
+            return name
+    return "messages"
+
+
+async def _engine_chat(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
+    """Grammars, tools, log-probabilities and n choices: askdb's own model, straight on the engine."""
+    aliases = await local_aliases()
+    primary = router().plan(body.model, aliases).chain[0]
+    if primary != LOCAL:
+        field = _engine_field(body)
+        raise errors.APIError(
+            400,
+            f"{field}: served by askdb's own model ({aliases[0]}) only; "
+            f"{body.model or 'the default route'!r} went to provider {primary!r}",
+            field,
+            "unsupported_for_provider",
+        )
+    cid, tag, headers = f"chatcmpl-{uuid.uuid4().hex}", aliases[0], {PROVIDER_HEADER: LOCAL}
+    if body.stream:
+        jobs, grammar = engine_path.chat_jobs(body)
+        head, rest = await prime(merged(_service().llm, jobs), grammar)
+        base = {"id": cid, "created": int(time.time()), "model": tag, "provider": LOCAL}
+        sse = chat_chunks(body, head, rest, base, ledger_of(request.scope), grammar)
+        return StreamingResponse(sse, media_type="text/event-stream", headers=headers)
+    reply = await engine_path.chat(body, _service().llm, cid, tag)
+    return JSONResponse(reply.model_dump(), headers=headers)
 
 
 @app.post("/chat/completions", response_model=None, responses=STREAMS)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
+    if body.needs_engine():
+        return await _engine_chat(body, request)
     model = chat_model(body.model, await local_aliases())
     params: dict[str, Any] = {
         "max_tokens": body.budget(),
@@ -116,22 +162,20 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
         return errors.upstream(exc, body.model or router().config.default)
     provider = answer.response_metadata.get(PROVIDER_KEY, LOCAL)
     usage = answer.usage_metadata or {}
-    reply = {
-        "id": cid,
-        "object": "chat.completion",
-        "created": created,
-        "model": _answered_model(body.model, provider, tag),
-        "provider": provider,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": str(answer.content)},
-                "finish_reason": answer.response_metadata.get("finish_reason", "stop"),
-            }
-        ],
-        "usage": _usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0)),
-    }
-    return JSONResponse(reply, headers={PROVIDER_HEADER: provider})
+    choice = ChatChoice(
+        index=0,
+        message=AssistantMessage(content=str(answer.content)),
+        finish_reason=answer.response_metadata.get("finish_reason", "stop"),
+    )
+    reply = ChatCompletion(
+        id=cid,
+        created=created,
+        model=_answered_model(body.model, provider, tag),
+        provider=provider,
+        choices=[choice],
+        usage=Usage.of(usage.get("input_tokens", 0), usage.get("output_tokens", 0)),
+    )
+    return JSONResponse(reply.model_dump(), headers={PROVIDER_HEADER: provider})
 
 
 @app.post("/completions", response_model=None, responses=STREAMS)
@@ -145,51 +189,19 @@ async def completions(body: CompletionRequest, request: Request) -> JSONResponse
             "model",
             "model_not_found",
         )
-    job = GenRequest(
-        prompt=body.text(),
-        max_new_tokens=body.max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        stop=body.stops(),
-        seed=body.seed,
-        ignore_eos=body.ignore_eos,
-    )
-    cid, created, tag, headers = (
-        f"cmpl-{uuid.uuid4().hex}",
-        int(time.time()),
-        aliases[0],
-        {PROVIDER_HEADER: LOCAL},
-    )
+    cid, tag, headers = f"cmpl-{uuid.uuid4().hex}", aliases[0], {PROVIDER_HEADER: LOCAL}
     if body.stream:
-        ledger = ledger_of(request.scope)
-        sse = completion_stream(_service().llm, job, cid, created, tag, body.include_usage(), ledger)
-        first = await anext(sse)  # a rejected prompt is a 400, not a broken stream
-        return StreamingResponse(_prepend(first, sse), media_type="text/event-stream", headers=headers)
-    result = await runner_client.generate(_service().llm, job)
-    if result.finish_reason == "error":
-        runner_client.raise_for(result.code, result.error)
-    reply = {
-        "id": cid,
-        "object": "text_completion",
-        "created": created,
-        "model": tag,
-        "provider": LOCAL,
-        "choices": [
-            {"index": 0, "text": result.text, "finish_reason": result.finish_reason, "logprobs": None}
-        ],
-        "usage": _usage(result.prompt_tokens, result.completion_tokens),
-    }
-    return JSONResponse(reply, headers=headers)
-
-
-async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
-    yield first
-    async for item in rest:
-        yield item
+        jobs, grammar = engine_path.completion_jobs(body)
+        head, rest = await prime(merged(_service().llm, jobs), grammar)  # a rejected prompt: 400
+        base = {"id": cid, "created": int(time.time()), "model": tag, "provider": LOCAL}
+        sse = completion_chunks(head, rest, base, body.include_usage(), ledger_of(request.scope), grammar)
+        return StreamingResponse(sse, media_type="text/event-stream", headers=headers)
+    reply: Completion = await engine_path.completion(body, _service().llm, cid, tag)
+    return JSONResponse(reply.model_dump(), headers=headers)
 
 
 @app.post("/embeddings")
-async def embeddings(body: EmbeddingRequest) -> dict:
+async def embeddings(body: EmbeddingRequest) -> EmbeddingList:
     svc = _service()
     info = await runner_client.call(svc.embedder.to_async.info)
     tag = str(info.tag)
@@ -203,17 +215,9 @@ async def embeddings(body: EmbeddingRequest) -> dict:
         )
     texts = body.texts()
     vectors = await runner_client.call(svc.embedder.to_async.embed, texts)
-    data = [
-        {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
-        for i, v in enumerate(vectors)
-    ]
+    data = [EmbeddingData(index=i, embedding=_encode(v, body.encoding_format)) for i, v in enumerate(vectors)]
     tokens = sum(len(t.split()) for t in texts)  # the runner does not report tokens: words are close
-    return {
-        "object": "list",
-        "data": data,
-        "model": tag,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
+    return EmbeddingList(data=data, model=tag, usage=Usage.of(tokens, 0))
 
 
 def _encode(vector: list[float], fmt: str) -> list[float] | str:

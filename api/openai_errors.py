@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.dependency import RETRY_AFTER_S
+from api.openai_protocol import ErrorInfo, ErrorResponse
 from providers import UnknownModel
 from runners.client import GenerationRejected, RunnerBusy
 
@@ -41,7 +42,8 @@ class APIError(Exception):
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
     kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    info = ErrorInfo(message=message, type=kind, param=param, code=code)
+    return ErrorResponse(error=info).model_dump()
 
 
 def respond(

@@ -14,24 +14,22 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from langchain_core.messages import BaseMessage
+from pydantic import BaseModel
 
 from api.openai_errors import error_body
+from api.openai_protocol import ChatCompletionChunk, ChunkChoice, Delta, Usage
 from api.usage import TokenLedger
-from providers.local import runner_events
-from runners import client as runner_client
-from runners.schemas import GenRequest
 
 log = logging.getLogger("askdb.openai")
 DONE = "data: [DONE]\n\n"
 TOKENS_SO_FAR = "askdb_tokens_so_far"  # providers/local.py's running counts on each chunk
 
 
-def sse(payload: dict) -> str:
+def sse(payload: dict | BaseModel) -> str:
+    """One event; a typed chunk leaves out its unset (None) fields, as OpenAI's deltas do."""
+    if isinstance(payload, BaseModel):
+        return f"data: {payload.model_dump_json(exclude_none=True)}\n\n"
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
-
-
-def _usage(prompt: int, completion: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def _record(ledger: TokenLedger | None, piece: BaseMessage) -> None:
@@ -55,19 +53,14 @@ async def chat_stream(
     include_usage: bool,
     ledger: TokenLedger | None = None,
 ) -> AsyncIterator[str]:
-    base = {
-        "id": cid,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "provider": provider,
-    }
+    base = {"id": cid, "created": created, "model": model, "provider": provider}
 
-    def chunk(delta: dict, finish: str | None = None) -> str:
-        return sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    def chunk(delta: Delta, finish: str | None = None) -> str:
+        choice = ChunkChoice(index=0, delta=delta, finish_reason=finish)  # type: ignore[arg-type]
+        return sse(ChatCompletionChunk(**base, choices=[choice]))
 
     _record(ledger, first)  # before the first event leaves: a client may go right after it
-    yield chunk({"role": "assistant", "content": ""})
+    yield chunk(Delta(role="assistant", content=""))
     usage: dict[str, Any] = {}
     finish = "stop"
 
@@ -80,7 +73,7 @@ async def chat_stream(
         async for piece in everything():
             _record(ledger, piece)
             if piece.content:
-                yield chunk({"content": str(piece.content)})
+                yield chunk(Delta(content=str(piece.content)))
             usage = getattr(piece, "usage_metadata", None) or usage
             finish = piece.response_metadata.get("finish_reason") or finish
     except Exception as exc:  # after the 200 is sent an error can only travel as an event
@@ -89,42 +82,8 @@ async def chat_stream(
         return
     finally:
         await rest.aclose()
-    yield chunk({}, finish)
+    yield chunk(Delta(), finish)
     if include_usage:
-        yield sse(
-            {
-                **base,
-                "choices": [],
-                "usage": _usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0)),
-            }
-        )
-    yield DONE
-
-
-async def completion_stream(
-    runner: Any,
-    job: GenRequest,
-    cid: str,
-    created: int,
-    model: str,
-    include_usage: bool,
-    ledger: TokenLedger | None = None,
-) -> AsyncIterator[str]:
-    """Text-completion chunks straight from the runner's stream (no chat template)."""
-    base = {"id": cid, "object": "text_completion", "created": created, "model": model}
-    events = runner_events(runner, job)
-    try:
-        async for event in events:
-            if ledger is not None:  # every event carries the runner's counts so far
-                ledger.update(event.get("prompt_tokens", 0), event.get("completion_tokens", 0))
-            reason = event.get("finish_reason")
-            if reason == "error":
-                runner_client.raise_for(event.get("code"), event.get("error"))
-            choice = {"index": 0, "text": event.get("text", ""), "finish_reason": reason, "logprobs": None}
-            yield sse({**base, "choices": [choice]})
-            if reason is not None and include_usage:
-                usage = _usage(event.get("prompt_tokens", 0), event.get("completion_tokens", 0))
-                yield sse({**base, "choices": [], "usage": usage})
-    finally:
-        await events.aclose()
+        counts = Usage.of(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+        yield sse(ChatCompletionChunk(**base, choices=[], usage=counts))
     yield DONE

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from observability import metrics
+from observability import vllm_metrics as vllm
 
 
 def _arrival(req: Any, default: float) -> float:
@@ -70,6 +71,8 @@ def finished(
         metrics.tenant_tokens.labels(tenant=label, kind="completion").inc(completion)
     if slot is not None:
         metrics.queue_wait.labels(**labels).observe(max(0.0, slot - arrival))
+    if provider == metrics.LOCAL_PROVIDER:
+        _vllm(model, prompt, completion, reason, arrival, slot, first, done)
     metrics.record_generation(
         **labels,
         prompt=prompt,
@@ -78,3 +81,35 @@ def finished(
         ttft_s=(first - arrival) if first is not None else None,
         decode_s=(done - first) if first is not None else None,
     )
+
+
+def _vllm(
+    model: str, prompt: int, completion: int, reason: str,
+    arrival: float, slot: float | None, first: float | None, done: float,
+) -> None:  # fmt: skip
+    """The same request under vLLM's names (observability/vllm_metrics.py)."""
+    labels = {"model_name": model}
+    vllm.prompt_tokens.labels(**labels).inc(prompt)
+    vllm.generation_tokens.labels(**labels).inc(completion)
+    vllm.request_success.labels(**labels, finished_reason=vllm.REASONS.get(reason, "error")).inc()
+    vllm.e2e_latency.labels(**labels).observe(max(0.0, done - arrival))
+    if slot is not None:
+        vllm.queue_time.labels(**labels).observe(max(0.0, slot - arrival))
+    if first is None:
+        return
+    vllm.time_to_first_token.labels(**labels).observe(max(0.0, first - arrival))
+    if completion > 1:
+        gap = max(0.0, done - first) / (completion - 1)
+        vllm.time_per_output_token.labels(**labels).observe(gap)
+        itl = vllm.inter_token_latency.labels(**labels)
+        for _ in range(completion - 1):
+            itl.observe(gap)
+
+
+def engine_state(model: str, running: int, waiting: int, positions_used: int, positions: int) -> None:
+    """After each engine iteration: rows running, requests waiting, KV positions in use."""
+    metrics.engine_rows.set(running)
+    metrics.engine_waiting.set(waiting)
+    vllm.running.labels(model_name=model).set(running)
+    vllm.waiting.labels(model_name=model).set(waiting)
+    vllm.kv_cache_usage.labels(model_name=model).set(positions_used / positions if positions else 0.0)

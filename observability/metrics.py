@@ -19,8 +19,8 @@ FINISH_REASONS = ("stop", "length", "error", "cancelled")
 LOCAL_PROVIDER = "bentoml"  # generations served by askdb's own LLM runner
 
 # Generation latencies on CPU run to minutes, on GPU to milliseconds: one wide exponential ladder.
-_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
-_PER_TOKEN = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.5, 5)
+SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+PER_TOKEN = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.5, 5)
 
 prompt_tokens = Counter("askdb_llm_prompt_tokens", "Prompt tokens read by the LLM", ["model", "provider"])
 generation_tokens = Counter(
@@ -33,19 +33,19 @@ time_to_first_token = Histogram(
     "askdb_llm_time_to_first_token_seconds",
     "From arrival at the runner to the first generated token (queue wait + prefill)",
     ["model", "provider"],
-    buckets=_SECONDS,
+    buckets=SECONDS,
 )
 time_per_output_token = Histogram(
     "askdb_llm_time_per_output_token_seconds",
     "Decode time per generated token after the first",
     ["model", "provider"],
-    buckets=_PER_TOKEN,
+    buckets=PER_TOKEN,
 )
 queue_wait = Histogram(
     "askdb_llm_queue_wait_seconds",
     "From arrival to getting an engine slot (waiting while every slot was busy)",
     ["model", "provider"],
-    buckets=_SECONDS,
+    buckets=SECONDS,
 )
 inflight = Gauge(
     "askdb_llm_inflight_generations",
@@ -79,6 +79,10 @@ ratelimit_redis_up = Gauge(
 ratelimit_redis_errors = Counter("askdb_ratelimit_redis_errors", "Rate-limit calls to Redis that failed")
 engine_rejected = Counter("askdb_llm_rejected", "Requests refused by the engine", ["reason"])
 engine_cancelled = Counter("askdb_llm_cancelled", "Requests whose client left before the end")
+engine_shared_prefill = Counter(
+    "askdb_llm_prefill_shared_tokens",
+    "Prompt positions copied from another row's KV cache instead of prefilled (n choices)",
+)
 engine_steps = Counter("askdb_llm_decode_steps", "Decode steps run (each serves every decoding row)")
 engine_step_rows = Histogram(
     "askdb_llm_step_rows", "Rows decoded together per step", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -92,10 +96,10 @@ ask_rows = Histogram(
     "askdb_ask_rows_returned", "Rows returned per answered /ask", buckets=(0, 1, 5, 10, 50, 100, 500, 1000)
 )
 ask_latency = Histogram(
-    "askdb_ask_latency_seconds", "End-to-end /ask latency by outcome", ["outcome"], buckets=_SECONDS
+    "askdb_ask_latency_seconds", "End-to-end /ask latency by outcome", ["outcome"], buckets=SECONDS
 )
 ask_stage = Histogram(
-    "askdb_ask_stage_seconds", "Latency of each text-to-SQL stage", ["stage"], buckets=_SECONDS
+    "askdb_ask_stage_seconds", "Latency of each text-to-SQL stage", ["stage"], buckets=SECONDS
 )
 feedback = Histogram(
     "askdb_feedback_score", "User feedback scores (0 = bad, 1 = good)", buckets=(0.0, 0.25, 0.5, 0.75, 1.0)

@@ -30,6 +30,7 @@ from observability import llm_meter, metrics
 from runners.admission import WaitQueue
 from runners.constrain import Constraints, fill_mask
 from runners.consumers import Consumers, deliver
+from runners.fanout import Fanout
 from runners.kv import CacheShape, SlotCache
 from runners.model import LoadedModel
 from runners.prefill import PrefillRow
@@ -72,6 +73,7 @@ class Engine(Consumers):
         self._known: dict[str, list[Seq]] = {}
         self._cond = threading.Condition()
         self._prefilling: list[Seq] = []  # in slots, prompt not all in the cache yet (FIFO)
+        self._fanout = Fanout(self.cache)  # n choices of one prompt prefill it once
         self._masks = torch.full((slots, self.step.words), -1, dtype=torch.int32)  # host grammar bits
         self._grammars: Constraints | None = None
         self._eos = frozenset(lm.eos_ids)
@@ -218,6 +220,7 @@ class Engine(Consumers):
         self.rows[seq.slot] = None
         if seq in self._prefilling:
             self._prefilling.remove(seq)
+        self._fanout.forget(seq)
         self._masks[seq.slot] = -1
         self.step.set_slots([seq.slot], active=[0], pos=[self.cache.scratch])
         heapq.heappush(self._free, seq.slot)
@@ -235,7 +238,8 @@ class Engine(Consumers):
             seq.started = time.time()
             self.rows[seq.slot] = seq
             seq.state = "prefill"
-            self._prefilling.append(seq)
+            if self._fanout.admit(seq):
+                self._prefilling.append(seq)
             admitted.append(seq)
             if seq.matcher is not None:
                 fill_mask(seq.matcher, self._masks, seq.slot)
@@ -272,6 +276,7 @@ class Engine(Consumers):
         while the device runs (overlap), or this one's at once (no overlap, or grammar rows: their
         next mask needs their last token)."""
         self._admit()
+        self._prefilling.extend(self._fanout.ready())  # n choices: followers whose prompt is copied
         sync = not self.overlap or any(s is not None and s.matcher is not None for s in self.rows)
         if sync:
             self._settle()
@@ -378,9 +383,10 @@ class Engine(Consumers):
         for loop, items in outbox.items():
             with contextlib.suppress(RuntimeError):  # that consumer's loop has closed
                 loop.call_soon_threadsafe(deliver, items)
-        running = sum(s is not None for s in self.rows)
-        metrics.engine_rows.set(running)
-        metrics.engine_waiting.set(len(self._queue) + len(self._inbox))
+        live = [s for s in self.rows if s is not None]
+        used = sum(len(s.prompt) + len(s.generated) for s in live)
+        waiting = len(self._queue) + len(self._inbox)
+        llm_meter.engine_state(self.tag, len(live), waiting, used, self.slots * self.context)
         llm_meter.tenants(self._queue.snapshot())
 
 

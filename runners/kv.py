@@ -149,6 +149,12 @@ class SlotCache(Cache):
         """A position rows write to when they must write somewhere harmless (see the invariant)."""
         return self.context - 1
 
+    def copy_prefix(self, src: int, dst: int, n: int) -> None:
+        """Positions 0..n-1 of slot `src` into slot `dst`, every layer (n choices share a prompt)."""
+        for layer in self.layers:
+            layer.keys[dst, :, :n] = layer.keys[src, :, :n]
+            layer.values[dst, :, :n] = layer.values[src, :, :n]
+
     def open(self, rows: torch.Tensor | None, write: torch.Tensor, kv_len: int) -> torch.Tensor:
         """Point the next forward at `rows` (None: slots 0..b-1) writing at `write` [n, q], reading
         keys 0..kv_len-1; returns those key positions."""

@@ -14,6 +14,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from runners import chat_format
 from runners import device as device_mod
 from runners.schemas import GenRequest
 
@@ -105,8 +106,7 @@ class LoadedModel:
 
     def render(self, req: GenRequest) -> str:
         if req.messages is not None:
-            msgs = [m.model_dump() for m in req.messages]
-            return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            return chat_format.render(self.tokenizer, req.messages, req.tools)
         return req.prompt or ""
 
     def encode(self, req: GenRequest) -> list[int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -14,8 +14,12 @@ MIN_TEMPERATURE = 1e-4  # below this, sampling is greedy decoding
 
 
 class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: str
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    # an assistant turn's calls ({"name", "arguments": dict}) and a tool turn's answer to one
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
 
 
 class GenRequest(BaseModel):
@@ -33,6 +37,12 @@ class GenRequest(BaseModel):
     grammar: str | None = Field(None, max_length=200_000)
     # log-probabilities of each generated token, and of this many most likely alternatives (0-20)
     logprobs: int | None = Field(None, ge=0, le=20)
+    # functions the chat template offers the model ({"name", "description", "parameters"}),
+    # rendered by runners/chat_format.py; None: no tools
+    tools: list[dict[str, Any]] | None = None
+    # requests with the same group and prompt (the n choices of one OpenAI call) prefill it once:
+    # later ones copy the first one's KV cache (runners/fanout.py)
+    prefix_group: str | None = Field(None, max_length=64)
     # set where the request is made (client clock), so the runner can measure queue wait
     submitted_at: float | None = Field(default_factory=time.time)
     # names the row for `cancel` (a client that left); made by the caller, unique per request

@@ -21,7 +21,7 @@ from sqlglot import exp
 from api import limits
 from api.auth import ApiKey, KeyRing, digest
 from api.bentoml_errors import fix_error_body
-from api.openai_schemas import MAX_MESSAGES, ChatCompletionRequest
+from api.openai_protocol import MAX_MESSAGES, ChatCompletionRequest
 from api.ratelimit import RateLimiter
 from api.usage import UsageMeter
 from pipeline import databases, guard
