@@ -109,6 +109,7 @@ class TestAskdbChatOpenAI(ChatModelIntegrationTests):
     def test_agent_loop(self, model: Any) -> None:
         super().test_agent_loop(model)
 
+
 class TestAskdbOpenAIEmbeddings(EmbeddingsIntegrationTests):
     @property
     def embeddings_class(self) -> type[OpenAIEmbeddings]:
