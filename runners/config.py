@@ -50,6 +50,21 @@ LLM_COMPILE_CACHE = os.path.expanduser(S.llm_compile_cache)
 LLM_OVERLAP = {"auto": None, "on": True, "off": False}[S.llm_overlap]
 # Key lengths whose graphs are captured before the runner reports ready (longer ones on first use).
 LLM_WARM_CONTEXT = S.llm_warm_context
+
+
+def engine_settings() -> dict[str, object]:
+    """runners/engine.py Engine's keyword arguments, from the values above."""
+    return {
+        "slots": LLM_SLOTS,
+        "context": LLM_MAX_CONTEXT,
+        "prefill_chunk": LLM_PREFILL_CHUNK,
+        "max_waiting": LLM_MAX_WAITING,
+        "graphs": LLM_GRAPHS,
+        "compile": LLM_COMPILE,
+        "overlap": LLM_OVERLAP,
+    }
+
+
 EMBED_MAX_BATCH_SIZE = S.embed_max_batch_size
 EMBED_MAX_LATENCY_MS = S.embed_max_latency_ms
 

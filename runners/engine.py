@@ -392,18 +392,9 @@ class Engine(Consumers):
 
 def from_loaded(lm: LoadedModel, **overrides: Any) -> Engine:
     """An engine over a loaded model, with runners/config.py's settings."""
-    from runners import config
+    from runners import config  # late: config reads the machine (GPUs) on import
 
-    settings: dict[str, Any] = {
-        "slots": config.LLM_SLOTS,
-        "context": config.LLM_MAX_CONTEXT,
-        "prefill_chunk": config.LLM_PREFILL_CHUNK,
-        "max_waiting": config.LLM_MAX_WAITING,
-        "graphs": config.LLM_GRAPHS,
-        "compile": config.LLM_COMPILE,
-        "overlap": config.LLM_OVERLAP,
-    }
-    return Engine(lm, **{**settings, **overrides})
+    return Engine(lm, **{**config.engine_settings(), **overrides})
 
 
 def load(path: str, **overrides: Any) -> Engine:
