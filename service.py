@@ -10,7 +10,7 @@ from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
 import bentoml
-from annotated_types import Ge, Le, MaxLen, MinLen
+from annotated_types import MaxLen, MinLen
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import Field
 from sqlalchemy.exc import SQLAlchemyError
@@ -18,44 +18,45 @@ from starlette.responses import Response
 
 from api import http_protocol, limits
 from api.access import AccessMiddleware
+from api.ask import Asker
 from api.auth import ApiKey
 from api.bentoml_errors import quiet_client_errors
-from api.dependency import RUNNER_DOWN, unavailable
+from api.callers import Callers
+from api.dependency import EMBEDDING_RUNNER, LLM_RUNNER, RUNNER_DOWN, open_database, unavailable
 from api.openai_app import app as openai_app
-from api.schemas import EmbedResponse, GenerateResponse, Usage
+from api.protocol import (
+    AskResponse,
+    DbName,
+    EmbedResponse,
+    GenerateResponse,
+    MaxRows,
+    ModelName,
+    NewTokens,
+    Prompt,
+    Question,
+    StopList,
+    Temperature,
+    Texts,
+    Usage,
+    error_response,
+)
 from observability import audit
 from observability import service_hooks as obs
-from observability.ask import AskObservation, quality_log, record_feedback
+from observability.ask import quality_log, record_feedback
 from pipeline import databases as dbconfig
 from pipeline import example_store
-from pipeline.ask import Asker, AskResponse, MaxRows, ModelName, Question, error_response, is_local
 from pipeline.chain import AskOptions
 from pipeline.enforce import PolicyRefused, policed_api
 from pipeline.example_store import MAX_SQL_CHARS, ProposalError
-from pipeline.policy import Callers
 from pipeline.schema import describe
-from providers import UnknownModel, router
-from runners import client as runner_client
-from runners.client import GenerationRejected, RunnerBusy
+from providers import Models
+from runners.client import GenerationRejected, RunnerBusy, raise_for
 from runners.disconnect import CancelOnDisconnect
 from runners.embedding import Embedding
 from runners.llm import LLM
 from runners.schemas import GenRequest
 
-Prompt = Annotated[str, MinLen(1), MaxLen(limits.MAX_PROMPT_CHARS)]
-NewTokens = Annotated[int, Ge(1), Le(limits.MAX_NEW_TOKENS)]
-Temperature = Annotated[float, Ge(0.0), Le(2.0)]
-StopList = Annotated[
-    list[Annotated[str, MinLen(1), MaxLen(limits.MAX_STOP_CHARS)]], MaxLen(limits.MAX_STOP_STRINGS)
-]
-Texts = Annotated[
-    list[Annotated[str, MaxLen(limits.MAX_EMBED_TEXT_CHARS)]], MinLen(1), MaxLen(limits.MAX_EMBED_TEXTS)
-]
-
-DbName = Annotated[str, MinLen(1), MaxLen(64)]
-
-
-# Per-key data policies and admin flags (pipeline/policy.py), read when `bentoml serve` imports this
+# Per-key data policies and admin flags (api/callers.py), read when `bentoml serve` imports this
 # module: a filter that does not parse or is not read-only stops it before any worker starts, with a
 # message naming the key, database and table (in a worker, BentoML would restart it forever).
 CALLERS = Callers.from_env()
@@ -94,16 +95,6 @@ def proposal_error(err: ProposalError) -> BentoMLException:
     return kinds.get(err.status, InvalidArgument)(str(err))
 
 
-def open_database(name: str) -> dbconfig.Database:
-    """The named database, or a 404 that lists the configured names (never their URLs)."""
-    try:
-        return dbconfig.get(name)
-    except dbconfig.UnknownDatabase as err:
-        raise NotFound(str(err)) from None
-    except dbconfig.ConfigError as err:
-        raise ServiceUnavailable(f"database configuration error: {err}") from None
-
-
 @bentoml.asgi_app(openai_app, path="/v1")  # OpenAI-compatible API (api/openai_app.py)
 @bentoml.service(
     name="askdb",
@@ -117,36 +108,24 @@ class AskDB:
     embedder = bentoml.depends(Embedding)
 
     def __init__(self) -> None:
-        self._llm_tag: str | None = None
-        self._embed_info: tuple[str, int] | None = None
+        # The one way to the runners (providers/resolver.py): these routes use it as `self.models`,
+        # the /v1 app through the current service; it also decides which model answers a request.
+        self.models = Models(self.llm, self.embedder)
+        self.asker = Asker(self.models)
         self.callers = CALLERS
-
-    async def llm_tag(self) -> str:
-        if self._llm_tag is None:
-            self._llm_tag = (await runner_client.call(self.llm.to_async.info)).tag
-        return self._llm_tag
 
     async def complete(self, request: GenRequest) -> GenerateResponse:
         """One generation through the LLM runner's batch queue; per-request errors become 400s."""
         # The tag lookup runs alongside, not after: on SIGTERM BentoML stops the runner with this worker,
         # and a stopping runner refuses new calls, so a later one would 503 a request already in flight.
-        result, tag = await asyncio.gather(runner_client.generate(self.llm, request), self.llm_tag())
+        result, tag = await asyncio.gather(self.models.generate(request), self.models.llm_tag())
         if result.finish_reason == "error":
             try:
-                runner_client.raise_for(result.code, result.error)
+                raise_for(result.code, result.error)
             except GenerationRejected as err:
                 raise InvalidArgument(str(err)) from None
-        usage = Usage(
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            total_tokens=result.prompt_tokens + result.completion_tokens,
-        )
-        return GenerateResponse(
-            text=result.text,
-            finish_reason=result.finish_reason,
-            usage=usage,
-            model=tag,
-        )
+        usage = Usage.of(result.prompt_tokens, result.completion_tokens)
+        return GenerateResponse(text=result.text, finish_reason=result.finish_reason, usage=usage, model=tag)
 
     @bentoml.api
     async def generate(
@@ -162,22 +141,19 @@ class AskDB:
                 GenRequest(prompt=prompt, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop)
             )
         except RUNNER_DOWN as err:  # the runner process died or is restarting
-            return unavailable("the LLM runner (askdb-llm)", err)
+            return unavailable(LLM_RUNNER, err)
         except RunnerBusy:  # every slot taken and the queue full: come back shortly
-            return unavailable("the LLM runner (askdb-llm)", state="at capacity")
+            return unavailable(LLM_RUNNER, state="at capacity")
 
     @bentoml.api
     async def embed(self, texts: Texts) -> EmbedResponse:
         """Normalised sentence embeddings, one per text."""
         try:
-            vectors = await runner_client.call(self.embedder.to_async.embed, texts)
+            vectors = await self.models.embed(texts)
+            info = await self.models.embed_info()
         except RUNNER_DOWN as err:
-            return unavailable("the embedding runner (askdb-embedding)", err)
-        if self._embed_info is None:
-            info = await runner_client.call(self.embedder.to_async.info)
-            self._embed_info = (info.tag, info.dim or len(vectors[0]))
-        tag, dim = self._embed_info
-        return EmbedResponse(embeddings=vectors, model=tag, dim=dim)
+            return unavailable(EMBEDDING_RUNNER, err)
+        return EmbedResponse(embeddings=vectors, model=info.tag, dim=info.dim or len(vectors[0]))
 
     @bentoml.api
     async def ask(
@@ -191,27 +167,14 @@ class AskDB:
         options: AskOptions | None = None,
     ) -> AskResponse:
         """A question in plain language -> SQL, rows and a short answer; 422 when unsafe or unanswerable."""
-        database = open_database(db)
-        tag = await self.llm_tag()
-        if not is_local(model, tag):  # a provider or route name (providers/README.md), else 404
-            try:
-                router().plan(model, [tag, tag.split(":")[0]])
-            except UnknownModel as err:
-                return with_status(ctx, error_response("unknown_model", str(err), None, 404))
-        opts = options or AskOptions()
-        opts = opts.model_copy(update={"answer": answer and opts.answer})
-        if getattr(self, "_asker", None) is None:
-            self._asker = Asker(self.llm, self.embedder)
-        observation = AskObservation(question, db, model=tag)
         key = caller_key(ctx)
-        answer_or_error = await self._asker.ask(
+        answer_or_error = await self.asker.ask(
             question=question,
-            db=database,
+            db=db,
             max_rows=max_rows,
-            tag=tag,
-            options=opts,
-            observation=observation,
             model=model,
+            options=options,
+            answer=answer,
             policy=self.callers.policy(key, db),
             caller=key.name if key else None,
         )
@@ -229,13 +192,12 @@ class AskDB:
             try:
                 return policed_api(describe(database), policy)
             except PolicyRefused as err:  # the policy names what the database lacks: fail closed
-                ctx.response.status_code = 422
-                return {"error": {"type": "refused", "message": str(err)}}
+                return with_status(ctx, error_response("refused", str(err), 422))
         except (OSError, SQLAlchemyError) as err:
             # A dependency is down: 503 saying which (a raised 5xx reaches the client without its message).
-            ctx.response.status_code = 503
             reason = database.error_message(err, limit=300)
-            return {"error": {"type": "unavailable", "message": f"database {db!r} is unavailable: {reason}"}}
+            message = f"database {db!r} is unavailable: {reason}"
+            return with_status(ctx, error_response("unavailable", message, 503))
 
     @bentoml.api
     def databases(self) -> dict:
@@ -312,7 +274,8 @@ class AskDB:
 
     async def __metrics__(self, content: str) -> str:
         """BentoML's /metrics text plus askdb_runner_up, probed at scrape time."""
-        return content + await obs.runner_up_text({"askdb-llm": self.llm, "askdb-embedding": self.embedder})
+        runners = {"askdb-llm": self.models.llm, "askdb-embedding": self.models.embedder}
+        return content + await obs.runner_up_text(runners)
 
 
 # A client that leaves cancels its request, down to the LLM runner's row (runners/disconnect.py).

@@ -3,7 +3,7 @@
 Registered on the service with `AskDB.add_asgi_middleware(AccessMiddleware)`; BentoML places it
 inside its own timeout middleware, so it also guards the mounted OpenAI-compatible app under /v1.
 Errors come in the route's shape: OpenAI's `{"error": {"message", "type", "param", "code"}}` under
-/v1, `{"error": {"type", "message"}}` elsewhere.
+/v1 (api/openai_protocol.py), askdb's `{"error": {"type", "message"}}` elsewhere (api/protocol.py).
 
 Order, so that a client's slow or refused requests cannot take capacity from others: the key and its
 per-minute limits and `max_concurrent` are checked from the headers alone, before the body is read
@@ -25,6 +25,8 @@ import settings
 from api import limits, shared_limits
 from api.auth import ApiKey, KeyRing, bearer_token
 from api.bentoml_errors import ErrorShapeFixer
+from api.openai_protocol import ErrorResponse
+from api.protocol import error_body
 from api.ratelimit import InFlight, RateLimiter
 from api.usage import UsageMeter, open_ledger
 from runners import tenancy
@@ -340,10 +342,10 @@ def _replay(body: bytes | None, receive: Receive) -> Receive:
 
 async def send_refusal(refusal: Refusal, openai: bool, send: Send) -> None:
     if openai:
-        error = {"message": refusal.message, "type": refusal.kind, "param": None, "code": refusal.code}
+        payload = ErrorResponse.body(refusal.message, refusal.kind, code=refusal.code)
     else:
-        error = {"type": refusal.kind, "message": refusal.message}
-    body = json.dumps({"error": error}).encode()
+        payload = error_body(refusal.kind, refusal.message)
+    body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.encode(), v.encode()) for k, v in refusal.headers.items()]
     await send({"type": "http.response.start", "status": refusal.status, "headers": headers})

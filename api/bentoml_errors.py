@@ -28,6 +28,9 @@ from typing import Any
 from bentoml.exceptions import BentoMLException
 from pydantic import ValidationError
 
+from api.openai_protocol import ErrorResponse
+from api.protocol import error_body
+
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 
@@ -90,8 +93,8 @@ def plain_error(status: int, method: str, path: str, allow: str, openai: bool) -
     else:
         kind, message = "http_error", f"{method} {shown} failed with HTTP {status}"
     if openai:
-        return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": kind}}
-    return {"error": {"type": kind, "message": message}}
+        return ErrorResponse.body(message, "invalid_request_error", code=kind)
+    return error_body(kind, message)
 
 
 class ErrorShapeFixer:

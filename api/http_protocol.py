@@ -28,6 +28,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from api import limits
 from api.access import Receive, Refusal, Scope, Send, send_refusal
+from api.protocol import error_body
 
 logger = logging.getLogger("bentoml.askdb.http")  # under bentoml: its log handlers apply
 HEAD_END = re.compile(rb"\n\r?\n")  # where h11 ends a head (it accepts bare \n line endings too)
@@ -35,7 +36,7 @@ DRAIN_S = 2.0  # after a refusal, how long the rest of the request is read befor
 
 
 def _raw_response(status: int, reason: str, kind: str, message: str) -> bytes:
-    body = json.dumps({"error": {"type": kind, "message": message}}).encode()
+    body = json.dumps(error_body(kind, message)).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"

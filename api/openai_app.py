@@ -1,8 +1,9 @@
 """The OpenAI-compatible API, a FastAPI app that service.py mounts at /v1 on the AskDB service.
 
-Chat goes through providers.chat_model (routing by `model`, weights, LCEL fallbacks); completions
-and embeddings are served by askdb's own runners. Runner handles come from the AskDB instance that
-BentoML registers as the current service in this worker (`bentoml.get_current_service()`).
+Chat goes through the provider chain of `model` (providers/: routing, weights, LCEL fallbacks);
+completions and embeddings are served by askdb's own runners. Both are reached through the AskDB
+instance's `Models` (providers/resolver.py), found as BentoML hands a mounted app its service:
+`bentoml.get_current_service()` (what it injects as `self` into class-based FastAPI routes).
 """
 
 from __future__ import annotations
@@ -36,9 +37,7 @@ from api.openai_protocol import (
 )
 from api.openai_sse import chat_stream
 from api.usage import ledger_of
-from providers import LOCAL, PROVIDER_KEY, chat_model, router
-from providers.local import local_tag
-from runners import client as runner_client
+from providers import LOCAL, PROVIDER_KEY, LocalNames, Models, router
 from runners.client import GenerationRejected, RunnerBusy
 
 PROVIDER_HEADER = "x-askdb-provider"
@@ -49,14 +48,9 @@ errors.install(app)
 STREAMS = {200: {"content": {"application/json": {}, "text/event-stream": {}}}}
 
 
-def _service() -> Any:
-    return bentoml.get_current_service()
-
-
-async def local_aliases() -> list[str]:
-    """Names that mean askdb's own LLM: its full store tag and the tag's name part."""
-    tag = await local_tag()
-    return [tag, tag.split(":")[0]]
+def _models() -> Models:
+    """The worker's AskDB service's runners and resolver (service.py)."""
+    return bentoml.get_current_service().models
 
 
 def to_langchain(messages: list[Message]) -> list[BaseMessage]:
@@ -76,10 +70,10 @@ def _answered_model(req_model: str | None, provider: str, tag: str) -> str:
 @app.get("/models")
 async def list_models() -> ModelList:
     """Served models, providers and routes by name only: never a URL or a key."""
-    svc, now = _service(), int(time.time())
-    embed_tag = str((await runner_client.call(svc.embedder.to_async.info)).tag)
+    models, now = _models(), int(time.time())
+    embed_tag = str((await models.embed_info()).tag)
     cfg = router().config
-    owned = [(n, "askdb") for n in [*await local_aliases(), LOCAL, embed_tag]]
+    owned = [(n, "askdb") for n in [*(await models.llm_names()).listed, LOCAL, embed_tag]]
     owned += [(n, "provider") for n in cfg.providers] + [(n, "route") for n in cfg.routes]
     return ModelList(data=[ModelCard(id=n, created=now, owned_by=o) for n, o in owned])
 
@@ -99,25 +93,25 @@ def _engine_field(body: ChatCompletionRequest) -> str:
 
 async def _engine_chat(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
     """Grammars, tools, log-probabilities and n choices: askdb's own model, straight on the engine."""
-    aliases = await local_aliases()
-    primary = router().plan(body.model, aliases).chain[0]
+    models = _models()
+    tag, primary = (await models.llm_names()).tag, (await models.plan(body.model)).chain[0]
     if primary != LOCAL:
         field = _engine_field(body)
         raise errors.APIError(
             400,
-            f"{field}: served by askdb's own model ({aliases[0]}) only; "
+            f"{field}: served by askdb's own model ({tag}) only; "
             f"{body.model or 'the default route'!r} went to provider {primary!r}",
             field,
             "unsupported_for_provider",
         )
-    cid, tag, headers = f"chatcmpl-{uuid.uuid4().hex}", aliases[0], {PROVIDER_HEADER: LOCAL}
+    cid, headers = f"chatcmpl-{uuid.uuid4().hex}", {PROVIDER_HEADER: LOCAL}
     if body.stream:
         jobs, grammar = engine_path.chat_jobs(body)
-        head, rest = await prime(merged(_service().llm, jobs), grammar)
+        head, rest = await prime(merged(models.llm, jobs), grammar)
         base = {"id": cid, "created": int(time.time()), "model": tag, "provider": LOCAL}
         sse = chat_chunks(body, head, rest, base, ledger_of(request.scope), grammar)
         return StreamingResponse(sse, media_type="text/event-stream", headers=headers)
-    reply = await engine_path.chat(body, _service().llm, cid, tag)
+    reply = await engine_path.chat(body, models.llm, cid, tag)
     return JSONResponse(reply.model_dump(), headers=headers)
 
 
@@ -125,7 +119,8 @@ async def _engine_chat(body: ChatCompletionRequest, request: Request) -> JSONRes
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
     if body.needs_engine():
         return await _engine_chat(body, request)
-    model = chat_model(body.model, await local_aliases())
+    models = _models()
+    model = await models.chat_model(body.model)
     params: dict[str, Any] = {
         "max_tokens": body.budget(),
         "temperature": body.temperature,
@@ -137,7 +132,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
         params["stop"] = body.stops()
     if body.ignore_eos:
         params["ignore_eos"] = True
-    messages, tag = to_langchain(body.messages), await local_tag()
+    messages, tag = to_langchain(body.messages), await models.llm_tag()
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
         chunks = model.astream(messages, **params)
@@ -180,32 +175,32 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
 
 @app.post("/completions", response_model=None, responses=STREAMS)
 async def completions(body: CompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
-    aliases = await local_aliases()
-    if body.model not in (None, LOCAL, *aliases):
-        router().plan(body.model, aliases)  # 404 for unknown names
+    models = _models()
+    tag = await models.llm_tag()
+    if not (await models.resolve(body.model)).local:  # a provider or route (unknown names: 404)
         raise errors.APIError(
             404,
-            f"model {body.model!r} serves chat only; /v1/completions runs on {aliases[0]}",
+            f"model {body.model!r} serves chat only; /v1/completions runs on {tag}",
             "model",
             "model_not_found",
         )
-    cid, tag, headers = f"cmpl-{uuid.uuid4().hex}", aliases[0], {PROVIDER_HEADER: LOCAL}
+    cid, headers = f"cmpl-{uuid.uuid4().hex}", {PROVIDER_HEADER: LOCAL}
     if body.stream:
         jobs, grammar = engine_path.completion_jobs(body)
-        head, rest = await prime(merged(_service().llm, jobs), grammar)  # a rejected prompt: 400
+        head, rest = await prime(merged(models.llm, jobs), grammar)  # a rejected prompt: 400
         base = {"id": cid, "created": int(time.time()), "model": tag, "provider": LOCAL}
         sse = completion_chunks(head, rest, base, body.include_usage(), ledger_of(request.scope), grammar)
         return StreamingResponse(sse, media_type="text/event-stream", headers=headers)
-    reply: Completion = await engine_path.completion(body, _service().llm, cid, tag)
+    reply: Completion = await engine_path.completion(body, models.llm, cid, tag)
     return JSONResponse(reply.model_dump(), headers=headers)
 
 
 @app.post("/embeddings")
 async def embeddings(body: EmbeddingRequest) -> EmbeddingList:
-    svc = _service()
-    info = await runner_client.call(svc.embedder.to_async.info)
+    models = _models()
+    info = await models.embed_info()
     tag = str(info.tag)
-    if body.model not in (None, LOCAL, tag, tag.split(":")[0]):
+    if not LocalNames(tag).means_local(body.model):
         raise errors.APIError(
             404, f"embedding model {body.model!r} does not exist; use {tag}", "model", "model_not_found"
         )
@@ -214,7 +209,7 @@ async def embeddings(body: EmbeddingRequest) -> EmbeddingList:
             400, f"dimensions: this model returns {info.dim}, not {body.dimensions}", "dimensions"
         )
     texts = body.texts()
-    vectors = await runner_client.call(svc.embedder.to_async.embed, texts)
+    vectors = await models.embed(texts)
     data = [EmbeddingData(index=i, embedding=_encode(v, body.encoding_format)) for i, v in enumerate(vectors)]
     tokens = sum(len(t.split()) for t in texts)  # the runner does not report tokens: words are close
     return EmbeddingList(data=data, model=tag, usage=Usage.of(tokens, 0))

@@ -18,8 +18,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.dependency import RETRY_AFTER_S
-from api.openai_protocol import ErrorInfo, ErrorResponse
+from api.openai_protocol import ErrorResponse
+from api.protocol import RETRY_AFTER_S
 from providers import UnknownModel
 from runners.client import GenerationRejected, RunnerBusy
 
@@ -42,8 +42,7 @@ class APIError(Exception):
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
     kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    info = ErrorInfo(message=message, type=kind, param=param, code=code)
-    return ErrorResponse(error=info).model_dump()
+    return ErrorResponse.body(message, kind, param, code)
 
 
 def respond(

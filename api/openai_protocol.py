@@ -384,3 +384,8 @@ class ErrorInfo(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorInfo
+
+    @classmethod
+    def body(cls, message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
+        """The one builder of OpenAI's error body (api/openai_errors.py picks `type` by status)."""
+        return cls(error=ErrorInfo(message=message, type=type, param=param, code=code)).model_dump()

@@ -13,10 +13,9 @@ from eval import runner, scorer
 from models.defaults import DEFAULT_EMBED_TAG
 from pipeline import databases
 from pipeline.chain import build_chain
-from pipeline.embeddings import RunnerEmbeddings
 from pipeline.example_store import ExampleStore
-from pipeline.llm import RunnerChatModel
 from pipeline.repair import AskFailed
+from providers.local import RunnerChatModel, RunnerEmbeddings
 from runners import engine as llm_engine
 from runners.embedding_engine import Embedder
 

@@ -1,6 +1,6 @@
 """One /ask, observed: metrics and the quality-log record when it finishes.
 
-The /ask handler makes one `AskObservation` per request; the chain's callback (pipeline/ask.py
+The /ask handler makes one `AskObservation` per request; the chain's callback (api/ask.py
 StageTimer) adds each step's time to `stages`, and the handler ends it once:
 
     obs = AskObservation(question, db, model=tag)

@@ -1,20 +1,21 @@
 """The composed text-to-SQL chain: schema | embed | examples | select | prompt | solve | answer.
 
-`build_chain(llm, embeddings)` takes any LangChain chat model and `Embeddings`. Input:
-`{"question": str, "db": str | Database, "max_rows": int, "options": AskOptions | dict,
-"policy": DataPolicy | None}` (the caller's data policy, pipeline/policy.py); output: the /ask
-response fields (API.md, plus `explanation` and `confidence`) less `latency_ms` and `model`. Every step
-is a Runnable over a dict state, so users can reorder, drop or replace steps in their own LCEL code.
-Failures raise `AskFailed` (its `kind` is the API's 422 error type).
+`build_chain(llm, embeddings)` takes any LangChain chat model and `Embeddings` (the service hands it
+askdb's runners or a provider's model: providers/resolver.py). Input: `AskInput`; output: `AskResult`,
+the /ask response fields (API.md, plus `explanation` and `confidence`) less `latency_ms` and `model`,
+plus `models` (what wrote the SQL and the answer). Every step is a Runnable over the `AskState` dict,
+so users can reorder, drop or replace steps in their own LCEL code. Failures raise `AskFailed` (its
+`kind` is the API's 422 error type).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
 from pydantic import BaseModel, Field
 
@@ -26,6 +27,7 @@ from pipeline.confidence import confidence
 from pipeline.example_store import ExampleStore
 from pipeline.explain import explain
 from pipeline.generate import Usage, constrained
+from pipeline.policy import DataPolicy
 from pipeline.select import TableSelector
 
 S = settings.get()
@@ -49,6 +51,59 @@ class AskOptions(BaseModel):
         S.ask_grammar,
         description="constrain SQL decoding to the schema's grammar (local runner only)",
     )
+
+
+class AskInput(TypedDict):
+    question: str
+    db: str | databases.Database  # a configured name, or a database opened already
+    max_rows: NotRequired[int]  # default 100
+    options: NotRequired[AskOptions | dict | None]  # default AskOptions()
+    policy: NotRequired[DataPolicy | None]  # the caller's data policy on `db` (pipeline/policy.py)
+
+
+class AskState(TypedDict):
+    """What the steps read and add, in order (each `assign` below adds one key)."""
+
+    question: str
+    db: databases.Database
+    max_rows: int
+    options: AskOptions
+    policy: DataPolicy | None
+    usage: Usage  # tokens and the models that replied, over every call
+    schema: schema.SchemaInfo  # as the caller may see it
+    qvec: list[float]  # the question's embedding
+    examples: list[examples.Example]  # few-shot pairs, closest last
+    tables: list[str] | None  # the tables selected for the prompt (None: all)
+    messages: list[BaseMessage]  # the prompt
+    solved: tuple[repair.Outcome, int, float | None]  # the winning candidate, rounds, agreement
+    answer: str
+
+
+class TokenCounts(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AskResult(TypedDict):
+    question: str
+    db: str
+    # the query: what ran (under a data policy, the rewritten one), in words, after how many rounds
+    sql: str
+    explanation: str
+    attempts: int
+    confidence: float | None
+    # its result
+    columns: list[str]
+    rows: list[list[Any]]
+    row_count: int
+    truncated: bool
+    answer: str
+    # what it took
+    usage: TokenCounts
+    models: list[str]  # what wrote the SQL and the answer
+    tables: list[str]
+    examples: list[str]
 
 
 def _both(afunc: Any, name: str) -> RunnableLambda:
@@ -87,7 +142,7 @@ class TextToSQL:
 
     # --- steps: each takes the state dict and returns one new value ---
     @staticmethod
-    def start(state: dict) -> dict:
+    def start(state: AskInput) -> dict:
         db = state["db"]
         opts = state.get("options") or AskOptions()
         return {
@@ -100,33 +155,33 @@ class TextToSQL:
         }
 
     @staticmethod
-    def describe(state: dict) -> schema.SchemaInfo:
+    def describe(state: AskState) -> schema.SchemaInfo:
         """The schema as the caller may see it: under a data policy, hidden columns are gone and
         sample rows come through the policy (pipeline/enforce.py)."""
         info = schema.describe(state["db"])
         policy = state["policy"]
         return info if policy is None else enforce.cached_view(info, policy, state["db"])
 
-    async def embed_question(self, state: dict) -> list[float]:
+    async def embed_question(self, state: AskState) -> list[float]:
         return await self.embeddings.aembed_query(state["question"])
 
-    async def pick_examples(self, state: dict) -> list[examples.Example]:
+    async def pick_examples(self, state: AskState) -> list[examples.Example]:
         return await self.bank(state["db"], schema.describe(state["db"])).nearest(
             state["question"], state["qvec"], state["options"].examples, state["options"].skeleton
         )
 
-    async def select_tables(self, state: dict) -> list[str] | None:
+    async def select_tables(self, state: AskState) -> list[str] | None:
         if not state["options"].select:
             return None
         return await self.selector.select(state["qvec"], state["schema"], state["examples"])
 
     @staticmethod
-    def build_prompt(state: dict) -> list:
+    def build_prompt(state: AskState) -> list[BaseMessage]:
         text = prompt.compact_schema(state["schema"], state["tables"])
         return prompt.build(state["question"], text, state["db"].dialect, state["examples"])
 
-    async def solve(self, state: dict) -> tuple[repair.Outcome, int, float | None]:
-        opts: AskOptions = state["options"]
+    async def solve(self, state: AskState) -> tuple[repair.Outcome, int, float | None]:
+        opts = state["options"]
         grammar = sql_grammar.for_schema(state["schema"]) if opts.grammar else None
         return await repair.solve(
             constrained(self.llm, grammar),
@@ -142,14 +197,14 @@ class TextToSQL:
             policy=state["policy"],
         )
 
-    async def write_answer(self, state: dict) -> str:
+    async def write_answer(self, state: AskState) -> str:
         if not state["options"].answer:
             return ""
         outcome = state["solved"][0]
         return await answer_mod.answer(self.llm, state["question"], outcome.result, state["usage"])
 
     @staticmethod
-    def finish(state: dict) -> dict:
+    def finish(state: AskState) -> AskResult:
         outcome, rounds, agree = state["solved"]
         result, db, policy = outcome.result, state["db"], state["policy"]
         sentence = explain(
@@ -164,32 +219,34 @@ class TextToSQL:
             "db": db.name,
             "sql": outcome.ran,  # what ran: under a data policy, the rewritten query
             "explanation": sentence,
+            "attempts": rounds,
             "confidence": confidence(outcome.logprobs, agree),
             "columns": result.columns,
             "rows": result.rows,
             "row_count": result.row_count,
             "truncated": result.truncated,
             "answer": state["answer"],
-            "attempts": rounds,
             "usage": state["usage"].to_api(),
-            "models": list(state["usage"].models),  # what wrote the SQL and the answer
+            "models": list(state["usage"].models),
             "tables": state["tables"] or [t.name for t in state["schema"].tables],
             "examples": [e.question for e in state["examples"]],
         }
 
     def runnable(self) -> Runnable:
-        assign = RunnablePassthrough.assign
-        return (
-            RunnableLambda(self.start, name="start")
-            | assign(schema=RunnableLambda(self.describe, name="schema"))
-            | assign(qvec=_both(self.embed_question, "embed"))
-            | assign(examples=_both(self.pick_examples, "examples"))
-            | assign(tables=_both(self.select_tables, "select"))
-            | assign(messages=RunnableLambda(self.build_prompt, name="prompt"))
-            | assign(solved=_both(self.solve, "generate-guard-execute-repair"))
-            | assign(answer=_both(self.write_answer, "answer"))
-            | RunnableLambda(self.finish, name="finish")
-        )
+        steps: list[tuple[str, Runnable]] = [  # (the AskState key it adds, the step)
+            ("schema", RunnableLambda(self.describe, name="schema")),
+            ("qvec", _both(self.embed_question, "embed")),
+            ("examples", _both(self.pick_examples, "examples")),
+            ("tables", _both(self.select_tables, "select")),
+            ("messages", RunnableLambda(self.build_prompt, name="prompt")),
+            ("solved", _both(self.solve, "generate-guard-execute-repair")),
+            ("answer", _both(self.write_answer, "answer")),
+        ]
+        chain: Runnable = RunnableLambda(self.start, name="start")
+        for key, step in steps:
+            assert key in AskState.__annotations__, key  # the state's type lists every key
+            chain = chain | RunnablePassthrough.assign(**{key: step})
+        return chain | RunnableLambda(self.finish, name="finish")
 
 
 def build_chain(

@@ -28,7 +28,6 @@ from datetime import time as dtime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from langchain_core.runnables import RunnableLambda
 from sqlalchemy import Connection, exc
 
 from pipeline.databases import Database
@@ -217,20 +216,6 @@ def execute(db: Database, sql: str, max_rows: int, timeout_s: float) -> QueryRes
     except exc.DBAPIError as err:
         if err.statement is None or err.connection_invalidated:
             # No statement ran: the server is unreachable or the connection dropped. That is the
-            # database being down (a 503 upstream in pipeline/ask.py), not the query being wrong.
+            # database being down (a 503 upstream in api/ask.py), not the query being wrong.
             raise
         raise SQLError(db.error_message(err)) from None
-
-
-def as_runnable(max_rows: int = 100, timeout_s: float = 10.0) -> RunnableLambda:
-    """Runnable: {"db": Database, "sql", "max_rows"?, "timeout_s"?} -> QueryResult."""
-
-    def run(inputs: dict) -> QueryResult:
-        return execute(
-            inputs["db"],
-            inputs["sql"],
-            int(inputs.get("max_rows", max_rows)),
-            float(inputs.get("timeout_s", timeout_s)),
-        )
-
-    return RunnableLambda(run, name="execute")

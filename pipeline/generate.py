@@ -17,7 +17,6 @@ from sqlglot import exp
 
 from pipeline.confidence import logprobs_of
 from pipeline.guard import DIALECTS
-from pipeline.llm import RunnerChatModel
 
 # Generation stops at the end of the first statement: the SQL in the few-shot turns is one line.
 STOP = [";", "\n\n"]
@@ -111,9 +110,9 @@ async def generate(
 
 
 def constrained(llm: BaseChatModel, grammar: str | None) -> BaseChatModel:
-    """`llm` bound to `grammar` when it is the local runner; other chat models (providers) cannot
-    take a grammar, so they are returned as they are."""
-    if grammar is None or not isinstance(llm, RunnerChatModel):
+    """`llm` bound to `grammar` when it decodes under one (it says `takes_grammar = True`: askdb's
+    runner, providers/local.py); other chat models (providers) are returned as they are."""
+    if grammar is None or getattr(llm, "takes_grammar", False) is not True:
         return llm
     return llm.bind(grammar=grammar)  # type: ignore[return-value]  # a Runnable with the same calls
 

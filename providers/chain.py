@@ -1,9 +1,10 @@
 """Provider chat models wrapped for routing: per-provider metrics and tagging, LCEL fallbacks.
 
-`chat_model(name)` is what /ask and /v1/chat/completions use: a Runnable that takes messages (and
-bind()/invoke kwargs max_tokens, temperature, top_p, seed, stop), draws its provider chain per call,
-and answers with the first provider that does not time out, rate-limit (429) or fail (5xx,
-connection). The answering provider's name is in `response_metadata["askdb_provider"]`.
+`chat_model(name, local_aliases, local)` is what /ask and /v1/chat/completions use (through
+providers/resolver.py, which hands it the LLM runner's chat model as `local`): a Runnable that takes
+messages (and bind()/invoke kwargs max_tokens, temperature, top_p, seed, stop), draws its provider
+chain per call, and answers with the first provider that does not time out, rate-limit (429) or fail
+(5xx, connection). The answering provider's name is in `response_metadata["askdb_provider"]`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from langchain_openai import ChatOpenAI
 
 from providers import config as config_mod
 from providers import metrics
-from providers.local import local_chat_model
 from providers.routing import Plan, Router
 
 PROVIDER_KEY = "askdb_provider"
@@ -42,9 +42,7 @@ def router() -> Router:
 
 @cache
 def provider_model(name: str) -> BaseChatModel:
-    """One client per provider for the process (connection pools are reused)."""
-    if name == config_mod.LOCAL:
-        return local_chat_model()
+    """One client per external provider for the process (connection pools are reused)."""
     spec = router().config.providers[name]
     return ChatOpenAI(
         model=spec.model,
@@ -59,8 +57,9 @@ def provider_model(name: str) -> BaseChatModel:
 class ProviderRunnable(Runnable[Any, BaseMessage]):
     """One provider's model: counts outcomes and fallbacks, stamps its name on the answer."""
 
-    def __init__(self, name: str, route: str, last: bool) -> None:
+    def __init__(self, name: str, route: str, last: bool, local: BaseChatModel) -> None:
         self.name, self.route, self.last = name, route, last
+        self.model = local if name == config_mod.LOCAL else provider_model(name)
 
     def _tag(self, message: BaseMessage) -> BaseMessage:
         message.response_metadata[PROVIDER_KEY] = self.name
@@ -78,7 +77,7 @@ class ProviderRunnable(Runnable[Any, BaseMessage]):
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> BaseMessage:
         started = time.monotonic()
         try:
-            message = provider_model(self.name).invoke(input, config, **kwargs)
+            message = self.model.invoke(input, config, **kwargs)
         except Exception as exc:
             self._failed(exc)
             raise
@@ -88,7 +87,7 @@ class ProviderRunnable(Runnable[Any, BaseMessage]):
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> BaseMessage:
         started = time.monotonic()
         try:
-            message = await provider_model(self.name).ainvoke(input, config, **kwargs)
+            message = await self.model.ainvoke(input, config, **kwargs)
         except Exception as exc:
             self._failed(exc)
             raise
@@ -100,7 +99,7 @@ class ProviderRunnable(Runnable[Any, BaseMessage]):
     ) -> AsyncIterator[BaseMessage]:
         started, first = time.monotonic(), True
         try:
-            async with aclosing(provider_model(self.name).astream(input, config, **kwargs)) as chunks:
+            async with aclosing(self.model.astream(input, config, **kwargs)) as chunks:
                 async for chunk in chunks:
                     if first:  # only the first chunk: merged chunks would concatenate the name
                         self._ok(started)
@@ -113,9 +112,10 @@ class ProviderRunnable(Runnable[Any, BaseMessage]):
             raise
 
 
-def plan_runnable(plan: Plan) -> Runnable[Any, BaseMessage]:
+def plan_runnable(plan: Plan, local: BaseChatModel) -> Runnable[Any, BaseMessage]:
     """The plan's providers as one Runnable: the primary with LCEL fallbacks behind it."""
-    steps = [ProviderRunnable(p, plan.route, i == len(plan.chain) - 1) for i, p in enumerate(plan.chain)]
+    last = len(plan.chain) - 1
+    steps = [ProviderRunnable(p, plan.route, i == last, local) for i, p in enumerate(plan.chain)]
     if len(steps) == 1:
         return steps[0]
     return steps[0].with_fallbacks(steps[1:], exceptions_to_handle=FALLBACK_ON)
@@ -124,12 +124,12 @@ def plan_runnable(plan: Plan) -> Runnable[Any, BaseMessage]:
 class RoutedChatModel(Runnable[Any, BaseMessage]):
     """`model`'s route as a chat model: each call draws a fresh plan (weights) and runs its chain."""
 
-    def __init__(self, model: str | None, local_aliases: list[str] = ()) -> None:  # type: ignore[assignment]
-        self.model, self.local_aliases = model, list(local_aliases)
+    def __init__(self, model: str | None, local_aliases: list[str], local: BaseChatModel) -> None:
+        self.model, self.local_aliases, self.local = model, list(local_aliases), local
         router().plan(model, self.local_aliases)  # unknown names fail here, not on first use
 
     def _chain(self) -> Runnable[Any, BaseMessage]:
-        return plan_runnable(router().plan(self.model, self.local_aliases))
+        return plan_runnable(router().plan(self.model, self.local_aliases), self.local)
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> BaseMessage:
         return self._chain().invoke(input, config, **kwargs)
@@ -149,6 +149,9 @@ class RoutedChatModel(Runnable[Any, BaseMessage]):
             yield chunk
 
 
-def chat_model(name: str | None = None, local_aliases: list[str] = ()) -> Runnable[Any, BaseMessage]:  # type: ignore[assignment]
-    """The chat model for a request's `model` (None: the configured default). Raises UnknownModel."""
-    return RoutedChatModel(name, local_aliases)
+def chat_model(
+    name: str | None, local_aliases: list[str], local: BaseChatModel
+) -> Runnable[Any, BaseMessage]:
+    """The chat model for a request's `model` (None: the configured default), with `local` as askdb's
+    own runner. Raises UnknownModel."""
+    return RoutedChatModel(name, local_aliases, local)

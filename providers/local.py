@@ -1,8 +1,11 @@
-"""The `local` provider: askdb's own LLM runner as a LangChain chat model, with token streaming.
+"""The `local` provider: askdb's own runners as LangChain models (`RunnerChatModel`, `RunnerEmbeddings`).
 
-Batch calls reuse pipeline.llm.RunnerChatModel (the runner's batchable `generate`); streaming reads
-the runner's `stream` API (newline-delimited StreamEvent JSON, see runners/engine.py). The runner
-handle is the AskDB service's `bentoml.depends(LLM)`, found through `bentoml.get_current_service()`.
+`runner` is the AskDB service's `bentoml.depends` handle (held by providers/resolver.py) or, outside
+the service, a `bentoml.SyncHTTPClient` to a runner served on its own (`bentoml serve
+runners.llm:LLM`; async calls then run it in a thread). Both expose the runner's batchable
+`generate(list[GenRequest]) -> list[GenResult]`, so concurrent calls (several self-consistency
+candidates, several users) share the runner's batches. Streaming reads the runner's `stream` API
+(newline-delimited StreamEvent JSON, see runners/engine.py).
 """
 
 from __future__ import annotations
@@ -10,16 +13,36 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
-import bentoml
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
-from langchain_core.messages import AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGenerationChunk
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.embeddings import Embeddings
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field
 
-from pipeline.llm import RunnerChatModel
 from runners import client as runner_client
-from runners.schemas import GenRequest
+from runners.schemas import ChatMessage, GenRequest, GenResult
+
+__all__ = ["RunnerChatModel", "RunnerEmbeddings", "runner_events", "to_chat_messages"]
+
+_ROLES = {"system": "system", "human": "user", "ai": "assistant"}
+
+
+def to_chat_messages(messages: list[BaseMessage]) -> list[ChatMessage]:
+    out = []
+    for m in messages:
+        role = _ROLES.get(m.type)
+        if role is None:
+            raise ValueError(f"message type {m.type!r} is not supported by the local runner")
+        out.append(ChatMessage(role=role, content=str(m.content)))
+    return out
+
+
+def _result(raw: Any) -> GenResult:
+    # the in-process handle returns models; an HTTP client may return plain dicts
+    return raw if isinstance(raw, GenResult) else GenResult.model_validate(raw)
 
 
 async def runner_events(runner: Any, job: GenRequest) -> AsyncIterator[dict]:
@@ -44,13 +67,86 @@ async def runner_events(runner: Any, job: GenRequest) -> AsyncIterator[dict]:
         await stream.aclose()
 
 
-class LocalChatModel(RunnerChatModel):
-    """RunnerChatModel plus real streaming through the runner's continuous-batching step loop."""
+class RunnerChatModel(BaseChatModel):
+    """Chat model over askdb's LLM runner, batch calls and token streaming."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    # pipeline/generate.py binds a `grammar` only to models that say they decode under one
+    takes_grammar: ClassVar[bool] = True
+
+    runner: Any = Field(exclude=True)
+    model_name: str = "local"
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int | None = None
+    stop: list[str] | None = None
+    # ask the runner for each generated token's log-probability (0: the chosen token's alone), so
+    # answers can carry a confidence (pipeline/confidence.py); None: not asked
+    logprobs: int | None = None
+
+    @property
+    def _llm_type(self) -> str:
+        return "askdb-runner"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "temperature": self.temperature, "max_tokens": self.max_tokens}
 
     def _request(self, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any) -> GenRequest:
-        job = super()._request(messages, stop, **kwargs)
-        job.ignore_eos = bool(kwargs.get("ignore_eos", False))  # vLLM's extension: fixed-length answers
-        return job
+        return GenRequest(
+            messages=to_chat_messages(messages),
+            max_new_tokens=kwargs.get("max_tokens", self.max_tokens),
+            temperature=kwargs.get("temperature", self.temperature),
+            top_p=kwargs.get("top_p", self.top_p),
+            seed=kwargs.get("seed", self.seed),
+            stop=list(stop or self.stop or []),
+            grammar=kwargs.get("grammar"),
+            logprobs=kwargs.get("logprobs", self.logprobs),
+            ignore_eos=bool(kwargs.get("ignore_eos", False)),  # vLLM's extension: fixed-length answers
+        )
+
+    def _chat_result(self, result: GenResult) -> ChatResult:
+        if result.finish_reason == "error":
+            runner_client.raise_for(result.code, result.error)
+        usage = {
+            "input_tokens": result.prompt_tokens,
+            "output_tokens": result.completion_tokens,
+            "total_tokens": result.prompt_tokens + result.completion_tokens,
+        }
+        meta: dict[str, Any] = {"finish_reason": result.finish_reason, "model_name": self.model_name}
+        if result.logprobs:
+            meta["logprobs"] = [t.logprob for t in result.logprobs]
+        message = AIMessage(content=result.text, usage_metadata=usage, response_metadata=meta)
+        return ChatResult(
+            generations=[ChatGeneration(message=message)], llm_output={"model_name": self.model_name}
+        )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        request = self._request(messages, stop, **kwargs)
+        if hasattr(self.runner, "to_sync"):  # in-process dependency handle
+            raw = self.runner.to_sync.generate([request])
+        else:
+            raw = self.runner.generate(requests=[request])
+        return self._chat_result(_result(raw[0]))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        request = self._request(messages, stop, **kwargs)
+        if hasattr(self.runner, "to_async"):
+            return self._chat_result(await runner_client.generate(self.runner, request))
+        return await super()._agenerate(messages, stop, run_manager, **kwargs)  # thread pool
 
     async def _astream(
         self,
@@ -59,6 +155,7 @@ class LocalChatModel(RunnerChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
+        """Real streaming through the runner's continuous-batching step loop."""
         job = self._request(messages, stop, **kwargs)
         events = runner_events(self.runner, job)
         try:
@@ -85,17 +182,28 @@ class LocalChatModel(RunnerChatModel):
             await events.aclose()
 
 
-_tag: str | None = None
+class RunnerEmbeddings(Embeddings):
+    """Sentence embeddings from askdb's Embedding runner; vectors come back L2-normalised."""
 
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
 
-async def local_tag() -> str:
-    """The served LLM's model-store tag (asked once)."""
-    global _tag
-    if _tag is None:
-        svc = bentoml.get_current_service()
-        _tag = str((await runner_client.call(svc.llm.to_async.info)).tag)
-    return _tag
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        if hasattr(self.runner, "to_sync"):
+            return list(self.runner.to_sync.embed(texts))
+        return list(self.runner.embed(texts=texts))
 
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
 
-def local_chat_model(model_name: str = "local") -> LocalChatModel:
-    return LocalChatModel(runner=bentoml.get_current_service().llm, model_name=model_name)
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        if hasattr(self.runner, "to_async"):
+            return list(await runner_client.call(self.runner.to_async.embed, texts))
+        return await super().aembed_documents(texts)  # a sync client, in a thread
+
+    async def aembed_query(self, text: str) -> list[float]:
+        return (await self.aembed_documents([text]))[0]

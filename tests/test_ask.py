@@ -11,8 +11,8 @@ import httpx
 import pytest
 from sqlalchemy import create_engine
 
+from api.protocol import MAX_QUESTION_CHARS
 from pipeline import databases
-from pipeline.ask import MAX_QUESTION_CHARS
 from pipeline.guard import guard
 from samples.chinook import default_path
 from tests.hostile_sql import CHINOOK_TABLES

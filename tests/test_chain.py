@@ -12,7 +12,7 @@ from models.defaults import DEFAULT_EMBED_TAG, DEFAULT_LLM_TAG
 from pipeline import build_chain, databases, examples, prompt, repair, schema, select
 from pipeline.execute import QueryResult
 from pipeline.generate import extract_sql
-from pipeline.llm import RunnerChatModel
+from providers.local import RunnerChatModel
 from runners import engine as llm_engine
 from runners.embedding_engine import Embedder
 
@@ -25,7 +25,7 @@ def chat_model() -> RunnerChatModel:
 
 @pytest.fixture(scope="module")
 def embeddings():
-    from pipeline.embeddings import RunnerEmbeddings
+    from providers.local import RunnerEmbeddings
 
     return RunnerEmbeddings(InProcess(Embedder.load(bentoml.models.get(DEFAULT_EMBED_TAG).path)))
 

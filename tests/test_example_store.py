@@ -18,8 +18,8 @@ from eval.poison import malicious
 from models.defaults import DEFAULT_EMBED_TAG
 from pipeline import databases, schema
 from pipeline.chain import TextToSQL
-from pipeline.embeddings import RunnerEmbeddings
 from pipeline.example_store import ExampleStore, ProposalError
+from providers.local import RunnerEmbeddings
 from runners.embedding_engine import Embedder
 from tests.servers import ROOT
 

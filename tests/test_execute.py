@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, exc
 from sqlalchemy.exc import DBAPIError
 
 from pipeline import databases
-from pipeline.execute import QueryResult, QueryTimeout, SQLError, as_runnable, execute, json_safe
+from pipeline.execute import QueryResult, QueryTimeout, SQLError, execute, json_safe
 from pipeline.guard import guard
 from pipeline.schema import describe
 from tests.pg import chinook_db, content_checksum, db_checksum  # noqa: F401  (chinook_db: the `db` fixture)
@@ -106,11 +106,6 @@ def test_unguarded_writes_through_execute_fail_too(db):
         with pytest.raises(SQLError):
             execute(db, sql, max_rows=10, timeout_s=TIMEOUT_S)
     assert db_checksum(db) == before
-
-
-def test_runnable_form(db):
-    out = as_runnable(max_rows=2).invoke({"db": db, "sql": 'SELECT "Name" FROM "Genre" ORDER BY "GenreId"'})
-    assert out.rows == [["Rock"], ["Jazz"]] and out.truncated
 
 
 def test_postgres_session_cannot_be_switched_to_read_write(postgres):

@@ -18,7 +18,7 @@ from models.defaults import DEFAULT_LLM_TAG
 from pipeline import databases, examples, prompt, schema
 from pipeline import grammar as sql_grammar
 from pipeline.examples import Example
-from pipeline.llm import to_chat_messages
+from providers.local import to_chat_messages
 from runners import engine as llm_engine
 from runners.engine import Engine
 from runners.schemas import GenRequest

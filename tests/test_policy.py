@@ -22,11 +22,12 @@ import yaml
 from sqlalchemy import create_engine, text
 
 from api.auth import KeyRing
+from api.callers import Callers
 from pipeline import databases, schema
 from pipeline.enforce import PolicyRefused, cached_view, enforce, view
 from pipeline.execute import QueryTimeout, SQLError, execute
 from pipeline.guard import Refused, guard
-from pipeline.policy import MASK, Callers, DataPolicy, PolicyError, parse_rule
+from pipeline.policy import MASK, DataPolicy, PolicyError, parse_rule
 from samples import chinook
 from tests.pg import PostgresServer
 

@@ -22,10 +22,10 @@ from api import limits
 from api.auth import ApiKey, KeyRing, digest
 from api.bentoml_errors import fix_error_body
 from api.openai_protocol import MAX_MESSAGES, ChatCompletionRequest
+from api.protocol import MAX_QUESTION_CHARS, MAX_ROWS
 from api.ratelimit import RateLimiter
 from api.usage import UsageMeter
 from pipeline import databases, guard
-from pipeline.ask import MAX_QUESTION_CHARS, MAX_ROWS
 from pipeline.execute import QueryTimeout, SQLError, execute
 from runners.schemas import GenRequest
 from samples.chinook import default_path
