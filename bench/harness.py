@@ -9,7 +9,9 @@ the service does not share. It runs offline with the model's own tokenizer (`--t
 kind=hf_auto,model=<store folder>`) and synthetic prompts of `--prompt-tokens`; every request asks
 for exactly `--tokens` tokens (GuideLLM sends `ignore_eos`, which askdb honours). askdb's client
 then runs the same closed loop: as many concurrent streaming clients, the same number of requests,
-prompts of the same length, `ignore_eos`. One server serves both, one harness at a time.
+prompts of the same length, `ignore_eos`. One server serves both, one harness at a time, taking
+turns `--repeats` times (G A, A G, G A, ...) so that a machine whose speed drifts (other load) moves
+both alike; the figure compared is each harness's median tokens/s over its turns.
 GuideLLM's start-up check probes `/health`, which askdb does not serve (its probes are `/livez` and
 `/readyz`), so it is turned off (`validate_backend=false`); the server is ready before it starts.
 Prints a table, writes `harness.json` (with GuideLLM's whole report) and `harness.png` under `--out`.
@@ -93,6 +95,11 @@ def own(url: str, prompts: list[str], streams: int, rounds: int, tokens: int) ->
     return row
 
 
+def median_turn(runs: list[dict]) -> dict:
+    """The turn with the median tokens/s (a whole run, so its other figures belong to it)."""
+    return sorted(runs, key=lambda r: r["tokens_per_s"])[len(runs) // 2]
+
+
 def table(rows: list[dict]) -> str:
     head = (
         f"{'harness':<10}{'clients':>8}{'requests':>9}{'tok/s':>9}{'TTFT p50':>10}{'ITL p50':>9}{'p50 s':>8}"
@@ -106,7 +113,9 @@ def table(rows: list[dict]) -> str:
                 f"{x['ttft_p50_s']:>9.3f}s{x['itl_p50_s'] * 1000:>7.1f}ms{x['p50_s']:>8.2f}"
             )
         out.append(
-            f"  tokens/s: guidellm / askdb = {r['ratio']:.3f} "
+            f"  tokens/s: guidellm / askdb = {r['ratio']:.3f} (medians of "
+            f"{len(r.get('turn_ratios', [1]))} turns each; per turn "
+            f"{', '.join(f'{x:.2f}' for x in r.get('turn_ratios', []))}) "
             f"({'agree' if r['agree'] else 'DISAGREE'} within 10%)"
         )
     return "\n".join(out)
@@ -141,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--rounds", type=int, default=4, help="requests per stream")
     parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3, help="turns per harness, alternating")
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("bench/results/harness"))
@@ -156,11 +166,21 @@ def main(argv: list[str] | None = None) -> int:
     with peer.askdb(str(model.tag), args.device, {}) as (v1, _, _):
         url = v1.removesuffix("/v1")
         for c in [int(s) for s in args.concurrency.split(",")]:
-            requests = c * args.rounds
-            theirs = guidellm(args.guidellm, url, folder, c, requests, args, args.out)
-            mine = own(url, prompts_of(folder, args.prompt_tokens, max(c, 4)), c, args.rounds, args.tokens)
+            prompts = prompts_of(folder, args.prompt_tokens, max(c, 4))
+            turns: dict[str, list[dict]] = {"guidellm": [], "askdb": []}
+            for repeat in range(args.repeats):
+                order = ("guidellm", "askdb") if repeat % 2 == 0 else ("askdb", "guidellm")
+                for name in order:
+                    if name == "guidellm":
+                        run = guidellm(args.guidellm, url, folder, c, c * args.rounds, args, args.out)
+                    else:
+                        run = own(url, prompts, c, args.rounds, args.tokens)
+                    turns[name].append(run)
+            theirs, mine = median_turn(turns["guidellm"]), median_turn(turns["askdb"])
             ratio = theirs["tokens_per_s"] / mine["tokens_per_s"]
-            rows.append({"guidellm": theirs, "askdb": mine, "ratio": ratio, "agree": abs(ratio - 1) <= AGREE})
+            pairs = [g["tokens_per_s"] / a["tokens_per_s"] for g, a in zip(*turns.values(), strict=True)]
+            row = {"guidellm": theirs, "askdb": mine, "ratio": ratio, "agree": abs(ratio - 1) <= AGREE}
+            rows.append(row | {"turn_ratios": pairs, "turns": turns})
             print(table(rows[-1:]), flush=True)
     print(table(rows))
     meta = {
@@ -170,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version,
     }
     meta |= {"tokens": args.tokens, "prompt_tokens": args.prompt_tokens, "rounds": args.rounds}
+    meta["repeats"] = args.repeats
     (args.out / "harness.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     plot(rows, args.out / "harness.png")
     print(f"wrote {args.out / 'harness.json'} and {args.out / 'harness.png'}")
