@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from eval import calibration, learning, runner, scorer
@@ -47,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         x.add_argument("--ids", default="", help="comma-separated test ids (default: all)")
         x.add_argument("--limit", type=int, default=None)
         x.add_argument("--seed", type=int, default=0, help="learn: the train/test split")
+        x.add_argument(
+            "--before",
+            default=None,
+            metavar="REPORT",
+            help="learn: take the test half's before-scores from this `run` report (same code)",
+        )
         x.add_argument("--concurrency", type=int, default=4)
         x.add_argument("--out", default=f"eval/reports/latest-{name}.json")
     sub.add_parser("check", help="validate the bank and the test set")
@@ -103,7 +110,8 @@ def _learning(args: argparse.Namespace) -> int:
     items = runner.select(scorer.load_testset(args.db), [i for i in args.ids.split(",") if i], args.limit)
     options = {**runner.ABLATIONS[args.ablation], **json.loads(args.options)}
     if args.cmd == "learn":
-        result = learning.learn(target, items, options, args.seed)
+        before = (lambda: _report(Path(args.before))) if args.before else None
+        result = learning.learn(target, items, options, args.seed, before)
     else:
         result = learning.poison(target, items, options)
     print(runner.table(result["reports"]))
@@ -112,6 +120,16 @@ def _learning(args: argparse.Namespace) -> int:
     runner.write(result, Path(args.out))
     print(f"report: {args.out}")
     return 0
+
+
+def _report(path: Path, wait_s: float = 7200.0) -> dict:
+    """The `run` report at `path`, waiting for it (a run of the whole set may still be going)."""
+    deadline = time.monotonic() + wait_s
+    while not path.is_file():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no report at {path} after {wait_s:.0f} s")
+        time.sleep(10)  # a file another process writes once: nothing to subscribe to
+    return json.loads(path.read_text())
 
 
 if __name__ == "__main__":

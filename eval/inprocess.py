@@ -22,13 +22,26 @@ from runners.embedding_engine import Embedder
 
 
 class Engine:
-    """A runner engine called directly, with the runner's API names."""
+    """A runner engine called directly, with the runner's API names. `calls` records every
+    generation (the prompt's user turns, the reply and its tokens' log-probabilities), so a report
+    can say what each prompt showed (a 422 carries no `examples`) and confidence definitions can be
+    compared offline (eval/calibration.py)."""
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
+        self.calls: list[dict] = []
 
     def generate(self, requests: list) -> list:
-        return self.engine.run(requests)
+        results = self.engine.run(requests)
+        for req, res in zip(requests, results, strict=True):
+            self.calls.append(
+                {
+                    "user_turns": [m.content for m in req.messages or [] if m.role == "user"],
+                    "text": res.text,
+                    "tokens": [[t.token, round(t.logprob, 5)] for t in res.logprobs or []],
+                }
+            )
+        return results
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         return self.engine.embed(texts)
@@ -39,9 +52,8 @@ class Session:
 
     def __init__(self, tag: str, store: ExampleStore | None = None) -> None:
         self.tag = tag
-        llm = RunnerChatModel(
-            runner=Engine(llm_engine.load(bentoml.models.get(tag).path)), model_name=tag, logprobs=0
-        )
+        self.engine = Engine(llm_engine.load(bentoml.models.get(tag).path))
+        llm = RunnerChatModel(runner=self.engine, model_name=tag, logprobs=0)
         emb = RunnerEmbeddings(Engine(Embedder.load(bentoml.models.get(DEFAULT_EMBED_TAG).path)))
         self.chain = build_chain(llm, emb, store=store)
 
@@ -50,6 +62,7 @@ class Session:
         details = []
         for item in items:
             t0 = time.perf_counter()
+            self.engine.calls.clear()
             state = {
                 "question": item["question"],
                 "db": db,
@@ -63,6 +76,7 @@ class Session:
             reply["_wall_ms"] = (time.perf_counter() - t0) * 1000
             detail = runner.score_one(item, reply, scorer.run_gold(database, item["sql"])[1])
             detail["latency_ms"] = round(reply["_wall_ms"], 1)
+            detail["generations"] = list(self.engine.calls)  # the last one wrote the answer's SQL
             details.append(detail)
             print(
                 item["id"],

@@ -161,4 +161,6 @@ def table(reports: list[dict]) -> str:
 
 def write(report: dict | list[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    tmp.replace(path)  # whole or absent: `learn --before` may be waiting for this file
