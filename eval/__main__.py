@@ -1,7 +1,8 @@
 """`python -m eval run --url URL [--ablation full no-examples no-repair] [--ids t01,t02] [--limit N]`,
 `python -m eval run --in-process smollm2-135m-instruct:latest ...` (no server),
 `python -m eval learn|poison [--url URL --key K --admin-key A | --in-process TAG]` (eval/learning.py)
-and `python -m eval check` (bank and test set are disjoint, every gold query runs)."""
+`python -m eval merge A.json B.json --out X.json` (runs of disjoint `--ids`, made in parallel) and
+`python -m eval check` (bank and test set are disjoint, every gold query runs)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,16 @@ def main(argv: list[str] | None = None) -> int:
         x.add_argument("--concurrency", type=int, default=4)
         x.add_argument("--out", default=f"eval/reports/latest-{name}.json")
     sub.add_parser("check", help="validate the bank and the test set")
+    m = sub.add_parser("merge", help="one report from `run` reports of disjoint --ids (parallel runs)")
+    m.add_argument("reports", nargs="+")
+    m.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    if args.cmd == "merge":
+        merged = runner.merge([json.loads(Path(r).read_text()) for r in args.reports])
+        print(runner.table([merged]))
+        print(calibration.table(merged))
+        runner.write(merged, Path(args.out))
+        return 0
     if args.cmd in ("learn", "poison"):
         return _learning(args)
 

@@ -4,6 +4,7 @@ the numbers match /ask's, which only adds HTTP and batching around this chain.""
 
 from __future__ import annotations
 
+import tempfile
 import time
 from typing import Any
 
@@ -89,5 +90,8 @@ class Session:
 
 
 def run(tag: str, *, label: str, options: dict, ids: list[str] | None, db: str = "chinook") -> dict:
+    """The test set over the static bank alone: an empty example store, not ASKDB_EXAMPLE_STORE's
+    approvals (which would make the score depend on what someone approved on this machine)."""
     items = [i for i in scorer.load_testset(db) if not ids or i["id"] in ids]
-    return Session(tag).score(items, label=label, options=options, db=db)
+    store = ExampleStore(tempfile.mkdtemp(prefix="askdb-eval-examples-"))
+    return Session(tag, store).score(items, label=label, options=options, db=db)
