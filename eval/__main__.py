@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--concurrency", type=int, default=4)
     r.add_argument("--out", default="eval/reports/latest.json")
     r.add_argument("--tag", default="", help="suffix for run labels (e.g. the model)")
+    r.add_argument("--progress", default=None, help="in process: append each question's detail here")
     r.add_argument(
         "--in-process",
         metavar="MODEL_TAG",
@@ -86,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.in_process:
             from eval import inprocess
 
-            rep = inprocess.run(args.in_process, label=label, options=options, ids=ids, db=args.db)
+            progress = Path(args.progress) if args.progress else None
+            rep = inprocess.run(
+                args.in_process, label=label, options=options, ids=ids, db=args.db, progress=progress
+            )
         else:
             rep = runner.run(
                 args.url,

@@ -4,8 +4,10 @@ the numbers match /ask's, which only adds HTTP and batching around this chain.""
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import bentoml
@@ -58,7 +60,17 @@ class Session:
         emb = RunnerEmbeddings(Engine(Embedder.load(bentoml.models.get(DEFAULT_EMBED_TAG).path)))
         self.chain = build_chain(llm, emb, store=store)
 
-    def score(self, items: list[dict], *, label: str, options: dict, db: str = "chinook") -> dict:
+    def score(
+        self,
+        items: list[dict],
+        *,
+        label: str,
+        options: dict,
+        db: str = "chinook",
+        progress: Path | None = None,
+    ) -> dict:
+        """`progress`: a JSON-lines file that gets each question's detail as soon as it is scored
+        (a long run on a busy machine keeps what it did if it is stopped)."""
         database = databases.get(db)
         details = []
         for item in items:
@@ -78,6 +90,9 @@ class Session:
             detail = runner.score_one(item, reply, scorer.run_gold(database, item["sql"])[1])
             detail["latency_ms"] = round(reply["_wall_ms"], 1)
             detail["generations"] = list(self.engine.calls)  # the last one wrote the answer's SQL
+            if progress is not None:
+                with progress.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(detail, ensure_ascii=False, default=str) + "\n")
             details.append(detail)
             print(
                 item["id"],
@@ -89,9 +104,17 @@ class Session:
         return runner.summarise(label, options, details, self.tag)
 
 
-def run(tag: str, *, label: str, options: dict, ids: list[str] | None, db: str = "chinook") -> dict:
+def run(
+    tag: str,
+    *,
+    label: str,
+    options: dict,
+    ids: list[str] | None,
+    db: str = "chinook",
+    progress: Path | None = None,
+) -> dict:
     """The test set over the static bank alone: an empty example store, not ASKDB_EXAMPLE_STORE's
     approvals (which would make the score depend on what someone approved on this machine)."""
     items = [i for i in scorer.load_testset(db) if not ids or i["id"] in ids]
     store = ExampleStore(tempfile.mkdtemp(prefix="askdb-eval-examples-"))
-    return Session(tag, store).score(items, label=label, options=options, db=db)
+    return Session(tag, store).score(items, label=label, options=options, db=db, progress=progress)
