@@ -1,6 +1,8 @@
 """`python -m eval run --url URL [--ablation full no-examples no-repair] [--ids t01,t02] [--limit N]`,
 `python -m eval run --in-process smollm2-135m-instruct:latest ...` (no server),
-`python -m eval learn|poison [--url URL --key K --admin-key A | --in-process TAG]` (eval/learning.py)
+`python -m eval learn|poison [--url URL --key K --admin-key A | --in-process TAG]` (eval/learning.py),
+`python -m eval retrieval` (what learn's prompts would show, no LLM: eval/retrieval.py),
+`python -m eval calibration REPORT` (confidence definitions compared offline),
 `python -m eval merge A.json B.json --out X.json` (runs of disjoint `--ids`, made in parallel) and
 `python -m eval check` (bank and test set are disjoint, every gold query runs)."""
 
@@ -59,10 +61,23 @@ def main(argv: list[str] | None = None) -> int:
         x.add_argument("--concurrency", type=int, default=4)
         x.add_argument("--out", default=f"eval/reports/latest-{name}.json")
     sub.add_parser("check", help="validate the bank and the test set")
+    q = sub.add_parser("retrieval", help="what learn's test prompts would show (embeddings only)")
+    q.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    c = sub.add_parser("calibration", help="confidence definitions compared on in-process reports")
+    c.add_argument("reports", nargs="+", help="`run` reports (.json) or --progress files (.jsonl)")
     m = sub.add_parser("merge", help="one report from `run` reports of disjoint --ids (parallel runs)")
     m.add_argument("reports", nargs="+")
     m.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    if args.cmd == "retrieval":
+        from eval import inprocess, retrieval  # loads torch: only when asked for
+
+        rows = retrieval.run(inprocess.embeddings(), args.seeds)
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    if args.cmd == "calibration":
+        return _calibration([Path(r) for r in args.reports])
     if args.cmd == "merge":
         merged = runner.merge([json.loads(Path(r).read_text()) for r in args.reports])
         print(runner.table([merged]))
@@ -133,6 +148,24 @@ def _learning(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=1))
     runner.write(result, Path(args.out))
     print(f"report: {args.out}")
+    return 0
+
+
+def _calibration(paths: list[Path]) -> int:
+    """Each confidence definition over the whole set, then over each half of learn's seed-0 split
+    (a definition chosen on one half has to hold on the other)."""
+    details = []
+    for path in paths:
+        if path.suffix == ".jsonl":
+            details += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        else:
+            details += json.loads(path.read_text())["questions"]
+    train, test = learning.split(details, 0)
+    for name, part in [("all", details), ("half A", train), ("half B", test)]:
+        print(f"{name}: {len(part)} questions")
+        for row in calibration.compare(part):
+            cells = " ".join(f"{r['bucket']}:{r['n']}/{r['accuracy']}" for r in row["rows"])
+            print(f"  {row['definition']:<42} ECE {row['ece']} top/overall {row['top_to_overall']} | {cells}")
     return 0
 
 

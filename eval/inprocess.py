@@ -50,6 +50,11 @@ class Engine:
         return self.engine.embed(texts)
 
 
+def embeddings() -> RunnerEmbeddings:
+    """The stored default embedding model, loaded in this process."""
+    return RunnerEmbeddings(Engine(Embedder.load(bentoml.models.get(DEFAULT_EMBED_TAG).path)))
+
+
 class Session:
     """The stored models loaded once in this process, and the chain over them (and `store`)."""
 
@@ -57,8 +62,7 @@ class Session:
         self.tag = tag
         self.engine = Engine(llm_engine.load(bentoml.models.get(tag).path))
         llm = RunnerChatModel(runner=self.engine, model_name=tag, logprobs=0)
-        emb = RunnerEmbeddings(Engine(Embedder.load(bentoml.models.get(DEFAULT_EMBED_TAG).path)))
-        self.chain = build_chain(llm, emb, store=store)
+        self.chain = build_chain(llm, embeddings(), store=store)
 
     def score(
         self,

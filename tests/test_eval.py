@@ -124,3 +124,21 @@ def test_what_a_prompt_showed_is_read_from_the_prompt():
     calls = [{"user_turns": ["How many albums are there?", "How many artists are there?"]}]
     assert learning.shown({"generations": calls, "examples": []}) == ["How many albums are there?"]
     assert learning.shown({"examples": ["x"]}) == ["x"]  # through the service: the reply's list
+
+
+def test_confidence_definitions_are_compared_on_the_kept_tokens():
+    sure = [["```", -0.01], ["SELECT", -0.01], [" COUNT(*) FROM Album", -0.02], ["```", -0.01]]
+    guess = [["SELECT", -0.01], [" Name FROM", -0.01], [" Tracks", -2.3], [" LIMIT 5", -0.01]]
+    details = [
+        {"id": "a", "level": "easy", "status": 200, "correct": True, "generations": [{"tokens": sure}]},
+        {"id": "b", "level": "easy", "status": 200, "correct": False, "generations": [{"tokens": guess}]},
+        {"id": "c", "level": "easy", "status": 422, "correct": False, "generations": [{"tokens": sure}]},
+    ]
+    rows = {r["definition"]: r for r in calibration.compare(details)}
+    assert calibration._sql_logprobs({"tokens": sure}) == [-0.01, -0.02]  # the fences are not SQL
+    low = rows["min, SQL tokens"]
+    assert low["scored"] == 2  # the 422 has no confidence
+    assert low["rows"][-1]["n"] == 1 and low["rows"][-1]["accuracy"] == 1.0  # the sure one on top
+    assert low["rows"][0]["n"] == 1  # exp(-2.3) = 0.10: the guessed table name
+    assert low["top_to_overall"] == 3.0  # 1.0 at the top against 1 of 3 overall
+    assert rows["mean, all tokens (pipeline/confidence.py)"]["rows"][-1]["n"] == 1
