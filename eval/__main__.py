@@ -1,13 +1,17 @@
 """`python -m eval run --url URL [--ablation full no-examples no-repair] [--ids t01,t02] [--limit N]`,
 `python -m eval run --in-process smollm2-135m-instruct:latest ...` (no server),
-`python -m eval learn|poison [--url URL --key K --admin-key A | --in-process TAG]` (eval/learning.py)
-and `python -m eval check` (bank and test set are disjoint, every gold query runs)."""
+`python -m eval learn|poison [--url URL --key K --admin-key A | --in-process TAG]` (eval/learning.py),
+`python -m eval retrieval` (what learn's prompts would show, no LLM: eval/retrieval.py),
+`python -m eval calibration REPORT` (confidence definitions compared offline),
+`python -m eval merge A.json B.json --out X.json` (runs of disjoint `--ids`, made in parallel) and
+`python -m eval check` (bank and test set are disjoint, every gold query runs)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from eval import calibration, learning, runner, scorer
@@ -26,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--concurrency", type=int, default=4)
     r.add_argument("--out", default="eval/reports/latest.json")
     r.add_argument("--tag", default="", help="suffix for run labels (e.g. the model)")
+    r.add_argument("--progress", default=None, help="in process: append each question's detail here")
     r.add_argument(
         "--in-process",
         metavar="MODEL_TAG",
@@ -47,10 +52,38 @@ def main(argv: list[str] | None = None) -> int:
         x.add_argument("--ids", default="", help="comma-separated test ids (default: all)")
         x.add_argument("--limit", type=int, default=None)
         x.add_argument("--seed", type=int, default=0, help="learn: the train/test split")
+        x.add_argument(
+            "--before",
+            default=None,
+            metavar="REPORT",
+            help="learn: take the test half's before-scores from this `run` report (same code)",
+        )
         x.add_argument("--concurrency", type=int, default=4)
         x.add_argument("--out", default=f"eval/reports/latest-{name}.json")
     sub.add_parser("check", help="validate the bank and the test set")
+    q = sub.add_parser("retrieval", help="what learn's test prompts would show (embeddings only)")
+    q.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    c = sub.add_parser("calibration", help="confidence definitions compared on in-process reports")
+    c.add_argument("reports", nargs="+", help="`run` reports (.json) or --progress files (.jsonl)")
+    m = sub.add_parser("merge", help="one report from `run` reports of disjoint --ids (parallel runs)")
+    m.add_argument("reports", nargs="+")
+    m.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    if args.cmd == "retrieval":
+        from eval import inprocess, retrieval  # loads torch: only when asked for
+
+        rows = retrieval.run(inprocess.embeddings(), args.seeds)
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    if args.cmd == "calibration":
+        return _calibration([Path(r) for r in args.reports])
+    if args.cmd == "merge":
+        merged = runner.merge([json.loads(Path(r).read_text()) for r in args.reports])
+        print(runner.table([merged]))
+        print(calibration.table(merged))
+        runner.write(merged, Path(args.out))
+        return 0
     if args.cmd in ("learn", "poison"):
         return _learning(args)
 
@@ -69,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.in_process:
             from eval import inprocess
 
-            rep = inprocess.run(args.in_process, label=label, options=options, ids=ids, db=args.db)
+            progress = Path(args.progress) if args.progress else None
+            rep = inprocess.run(
+                args.in_process, label=label, options=options, ids=ids, db=args.db, progress=progress
+            )
         else:
             rep = runner.run(
                 args.url,
@@ -103,7 +139,8 @@ def _learning(args: argparse.Namespace) -> int:
     items = runner.select(scorer.load_testset(args.db), [i for i in args.ids.split(",") if i], args.limit)
     options = {**runner.ABLATIONS[args.ablation], **json.loads(args.options)}
     if args.cmd == "learn":
-        result = learning.learn(target, items, options, args.seed)
+        before = (lambda: _report(Path(args.before))) if args.before else None
+        result = learning.learn(target, items, options, args.seed, before)
     else:
         result = learning.poison(target, items, options)
     print(runner.table(result["reports"]))
@@ -112,6 +149,34 @@ def _learning(args: argparse.Namespace) -> int:
     runner.write(result, Path(args.out))
     print(f"report: {args.out}")
     return 0
+
+
+def _calibration(paths: list[Path]) -> int:
+    """Each confidence definition over the whole set, then over each half of learn's seed-0 split
+    (a definition chosen on one half has to hold on the other)."""
+    details = []
+    for path in paths:
+        if path.suffix == ".jsonl":
+            details += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        else:
+            details += json.loads(path.read_text())["questions"]
+    train, test = learning.split(details, 0)
+    for name, part in [("all", details), ("half A", train), ("half B", test)]:
+        print(f"{name}: {len(part)} questions")
+        for row in calibration.compare(part):
+            cells = " ".join(f"{r['bucket']}:{r['n']}/{r['accuracy']}" for r in row["rows"])
+            print(f"  {row['definition']:<42} ECE {row['ece']} top/overall {row['top_to_overall']} | {cells}")
+    return 0
+
+
+def _report(path: Path, wait_s: float = 7200.0) -> dict:
+    """The `run` report at `path`, waiting for it (a run of the whole set may still be going)."""
+    deadline = time.monotonic() + wait_s
+    while not path.is_file():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no report at {path} after {wait_s:.0f} s")
+        time.sleep(10)  # a file another process writes once: nothing to subscribe to
+    return json.loads(path.read_text())
 
 
 if __name__ == "__main__":

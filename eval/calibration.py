@@ -5,6 +5,11 @@ confidence of 0.8 is right about 80% of the time. Empty until the runner reports
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
+from pipeline.generate import extract_sql
+
 
 def _bucket(confidence: float, buckets: int) -> int:
     return min(int(confidence * buckets), buckets - 1)  # 1.0 belongs to the top bucket
@@ -40,3 +45,55 @@ def table(report: dict) -> str:
         acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.2f}"
         lines.append(f"{row['bucket']:<12} {row['n']:>4} {mean:>6} {acc:>6}")
     return "\n".join(lines)
+
+
+# --- comparing confidence definitions offline, on an in-process report (eval/inprocess.py keeps
+# every generation's tokens and log-probabilities, so no rerun is needed) ---
+
+
+def _sql_logprobs(generation: dict) -> list[float]:
+    """Log-probabilities of the tokens inside the SQL statement (not fences, prose or the stop)."""
+    tokens = generation.get("tokens") or []
+    text = "".join(t for t, _ in tokens)
+    sql = extract_sql(text)
+    start = text.find(sql) if sql else -1
+    if start < 0:
+        return [lp for _, lp in tokens]
+    end, pos, out = start + len(sql), 0, []
+    for token, lp in tokens:
+        if pos + len(token) > start and pos < end:
+            out.append(lp)
+        pos += len(token)
+    return out or [lp for _, lp in tokens]
+
+
+def _mean(values: list[float]) -> float:
+    return math.exp(sum(values) / len(values))
+
+
+DEFINITIONS: dict[str, Callable[[list[float], list[float]], float]] = {
+    "mean, all tokens (pipeline/confidence.py)": lambda every, sql: _mean(every),
+    "mean, SQL tokens": lambda every, sql: _mean(sql),
+    "min, SQL tokens": lambda every, sql: math.exp(min(sql)),
+}
+
+
+def compare(details: list[dict], buckets: int = 5) -> list[dict]:
+    """Each definition's reliability over answered questions whose reply kept its tokens (the last
+    generation wrote the SQL that ran), with the target's ratio: top-bucket accuracy / accuracy."""
+    overall = sum(bool(d["correct"]) for d in details) / len(details) if details else 0.0
+    out = []
+    for name, rule in DEFINITIONS.items():
+        scored = []
+        for d in details:
+            gens = d.get("generations") or []
+            conf = None
+            if d.get("status") == 200 and gens and gens[-1].get("tokens"):
+                every = [lp for _, lp in gens[-1]["tokens"]]
+                conf = round(rule(every, _sql_logprobs(gens[-1])), 4)
+            scored.append({**d, "confidence": conf})
+        rel = reliability(scored, buckets)
+        top = rel["rows"][-1]
+        ratio = top["accuracy"] / overall if top["accuracy"] is not None and overall else None
+        out.append({"definition": name, "accuracy": round(overall, 4), "top_to_overall": ratio, **rel})
+    return out

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -94,9 +95,18 @@ def split(items: list[dict], seed: int = 0) -> tuple[list[dict], list[dict]]:
     return train, test
 
 
-def learn(target: Target, items: list[dict], options: dict, seed: int = 0) -> dict:
+def learn(
+    target: Target,
+    items: list[dict],
+    options: dict,
+    seed: int = 0,
+    before_from: Callable[[], dict] | None = None,
+) -> dict:
+    """`before_from`: gives a `run` report of the same code and options over these items, read once
+    the after-pass is done; the test half's "before" comes from it instead of a pass of its own
+    (greedy decoding writes the same SQL), so several seeds can share one pass over the whole set."""
     train, test = split(items, seed)
-    before = target.score(test, "test-before", options)
+    before = None if before_from else target.score(test, "test-before", options)
     approved = []
     for item in train:
         pid = target.propose({"request_id": f"{len(approved) + 1:032x}", "score": 1.0, **_pair(item)})
@@ -104,7 +114,10 @@ def learn(target: Target, items: list[dict], options: dict, seed: int = 0) -> di
             target.approve(pid)
             approved.append(item["id"])
     after = target.score(test, "test-after", options)
-    used = sum(bool(set(d["examples"]) & {i["question"] for i in train}) for d in after["questions"])
+    if before is None and before_from is not None:
+        before_report = before_from()
+        before = _subset(before_report, test, options)
+    used = sum(bool(set(shown(d)) & {i["question"] for i in train}) for d in after["questions"])
     return {
         "mode": "learn",
         "seed": seed,
@@ -113,8 +126,20 @@ def learn(target: Target, items: list[dict], options: dict, seed: int = 0) -> di
         "test_questions_shown_an_approved_example": used,
         "accuracy_before": before["accuracy"],
         "accuracy_after": after["accuracy"],
+        "before_from": None if before_from is None else before["label"],
         "reports": [before, after],
     }
+
+
+def _subset(report: dict, items: list[dict], options: dict) -> dict:
+    if report.get("options") != options:
+        raise ValueError(f"the before report ran with options {report.get('options')}, not {options}")
+    by_id = {d["id"]: d for d in report["questions"]}
+    missing = [i["id"] for i in items if i["id"] not in by_id]
+    if missing:
+        raise ValueError(f"the before report lacks {', '.join(missing)}")
+    details = [by_id[i["id"]] for i in items]
+    return runner.summarise(f"test-before ({report['label']})", options, details, report.get("model"))
 
 
 def poison(target: Target, items: list[dict], options: dict, n: int = 50) -> dict:
@@ -128,7 +153,7 @@ def poison(target: Target, items: list[dict], options: dict, n: int = 50) -> dic
         for b, a in zip(before["questions"], after["questions"], strict=True)
         if (b["sql"], b["rows"]) != (a["sql"], a["rows"])
     ]
-    shown = sorted({q for d in after["questions"] for q in d["examples"] if q in proposed})
+    seen = sorted({q for d in after["questions"] for q in shown(d) if q in proposed})
     return {
         "mode": "poison",
         "proposals": len(bodies),
@@ -137,9 +162,17 @@ def poison(target: Target, items: list[dict], options: dict, n: int = 50) -> dic
         "accuracy_before": before["accuracy"],
         "accuracy_after": after["accuracy"],
         "answers_changed": changed,
-        "proposals_shown_to_the_model": shown,
+        "proposals_shown_to_the_model": seen,
         "reports": [before, after],
     }
+
+
+def shown(detail: dict) -> list[str]:
+    """The example questions a scored question's prompt showed. In process, read from the first
+    prompt itself (its user turns before the question), which a 422 reply has too; through the
+    service, the reply's `examples` (empty on a 422)."""
+    calls = detail.get("generations")
+    return calls[0]["user_turns"][:-1] if calls else detail["examples"]
 
 
 def _pair(item: dict) -> dict:

@@ -138,6 +138,19 @@ def run(
     return summarise(label, options, details, model)
 
 
+def merge(reports: list[dict]) -> dict:
+    """One report from reports of the same label, model and options over disjoint questions."""
+    first = reports[0]
+    for r in reports[1:]:
+        if (r["label"], r["model"], r["options"]) != (first["label"], first["model"], first["options"]):
+            raise ValueError(f"{r['label']}/{r['model']} does not match {first['label']}/{first['model']}")
+    details = [d for r in reports for d in r["questions"]]
+    ids = [d["id"] for d in details]
+    if len(set(ids)) != len(ids):
+        raise ValueError("the reports share questions")
+    return summarise(first["label"], first["options"], sorted(details, key=lambda d: d["id"]), first["model"])
+
+
 def select(items: list[dict], ids: list[str] | None = None, limit: int | None = None) -> list[dict]:
     if ids:
         items = [i for i in items if i["id"] in ids]
@@ -161,4 +174,6 @@ def table(reports: list[dict]) -> str:
 
 def write(report: dict | list[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    tmp.replace(path)  # whole or absent: `learn --before` may be waiting for this file

@@ -196,7 +196,8 @@ class ExampleStore:
         return list(yaml.safe_load(path.read_text(encoding="utf-8")) or []) if path.is_file() else []
 
     def approved(self, db: str) -> list[Example]:
-        return [Example(str(i["question"]), str(i["sql"])) for i in self._approved_items(self.folder(db))]
+        items = self._approved_items(self.folder(db))
+        return [Example(str(i["question"]), str(i["sql"]), verified=True) for i in items]
 
     def stamp(self, db: str) -> tuple[int, int, int] | None:
         """Changes whenever approved.yaml is replaced (rename: new inode) or rewritten."""

@@ -3,6 +3,13 @@
 Banks are YAML lists of `{question, sql}` in `eval/bank/<db>.yaml` (SQLite dialect; other dialects
 get them transpiled with sqlglot), or in the folder ASKDB_EXAMPLES_DIR. Similarity is the cosine of
 embeddings from the Embedding runner; a bank's vectors are computed once per process.
+
+Verified examples (pairs a person approved for this database, pipeline/example_store.py) are ranked
+with the static bank, and also get `VERIFIED_SLOTS` places of their own on top of the `k` nearest:
+the static bank is written to cover every query shape, so on similarity alone an approved pair
+mostly ties with a bank example of the same shape and loses (6 of 24 test prompts showed one,
+eval/README.md "Learning"). An approved pair adds what the bank lacks, the right tables and
+columns for the questions this database's users actually ask, so it must reach the prompt.
 """
 
 from __future__ import annotations
@@ -23,10 +30,14 @@ from pipeline.guard import DIALECTS
 BANK_DIR = settings.get().examples_path()
 
 
+VERIFIED_SLOTS = 2  # approved examples shown in addition to the k nearest (when the bank has them)
+
+
 @dataclass(frozen=True)
 class Example:
     question: str
     sql: str
+    verified: bool = False  # approved by a person for this database (not from the static bank)
 
 
 def _read(path: Path, dialect: str) -> list[Example]:
@@ -117,12 +128,18 @@ class ExampleBank:
     """One database's examples plus their embeddings (computed on first use).
 
     Ranking mixes the similarity of the questions and of their skeletons (`skeleton_weight`): a
-    135M model copies the closest example's SQL shape, so the shape has to be the right one."""
+    135M model copies the closest example's SQL shape, so the shape has to be the right one.
+    Verified examples (`Example.verified`) get up to `verified_slots` extra places (module docstring)."""
 
     def __init__(
-        self, examples: list[Example], embeddings: Embeddings, words: set[str] | None = None
+        self,
+        examples: list[Example],
+        embeddings: Embeddings,
+        words: set[str] | None = None,
+        verified_slots: int = VERIFIED_SLOTS,
     ) -> None:
         self.examples = examples
+        self.verified_slots = verified_slots
         self.embeddings = embeddings
         self.words = words or set()
         self._matrix: np.ndarray | None = None
@@ -142,7 +159,8 @@ class ExampleBank:
     async def nearest(
         self, question: str, query_vec: list[float], k: int, skeleton_weight: float = 0.0
     ) -> list[Example]:
-        """The k closest examples, most similar last (closest to the question in the prompt)."""
+        """The k closest examples plus the closest verified ones not among them (up to
+        `VERIFIED_SLOTS` verified in all), most similar last (closest to the question in the prompt)."""
         if k <= 0 or not self.examples:
             return []
         matrix, skeletons = await self._vectors()
@@ -150,5 +168,10 @@ class ExampleBank:
         if skeleton_weight > 0:
             skel = await self.embeddings.aembed_query(skeleton(question, self.words))
             scores = (1 - skeleton_weight) * scores + skeleton_weight * (skeletons @ np.asarray(skel))
-        order = np.argsort(-scores)[:k]
-        return [self.examples[int(i)] for i in reversed(order)]
+        order = [int(i) for i in np.argsort(-scores)]
+        top = order[:k]
+        wanted = self.verified_slots - sum(self.examples[i].verified for i in top)
+        extra = [i for i in order[k:] if self.examples[i].verified][: max(0, wanted)]
+        # stable sort by score: the k nearest keep their order, a tied verified one goes before them
+        chosen = sorted(extra + top[::-1], key=lambda i: float(scores[i]))
+        return [self.examples[i] for i in chosen]

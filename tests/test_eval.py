@@ -3,7 +3,9 @@ runs, and the scorer compares result sets the way eval/README.md says."""
 
 from __future__ import annotations
 
-from eval import calibration, learning, poison, scorer
+import pytest
+
+from eval import calibration, learning, poison, runner, scorer
 from pipeline import databases
 from pipeline.select import tables_in
 
@@ -88,3 +90,55 @@ def test_reliability_buckets_confidence_against_accuracy():
     assert rel["ece"] == round(3 / 4 * abs(0.95 - 2 / 3) + 1 / 4 * 0.1, 4)
     assert calibration.reliability([{"confidence": None, "correct": True}])["ece"] is None
     assert "no confidence reported" in calibration.table({"label": "x", "reliability": {"scored": 0}})
+
+
+def _detail(item: dict, correct: bool) -> dict:
+    return {
+        "id": item["id"], "level": item["level"], "correct": correct, "correct_lenient": correct,
+        "status": 200, "error": None, "attempts": 1, "latency_ms": 1.0, "confidence": None,
+    }  # fmt: skip
+
+
+def test_merged_runs_and_a_reused_before_pass():
+    items = scorer.load_testset()
+    halves = [items[:25], items[25:]]
+    reports = [
+        runner.summarise("full", {}, [_detail(i, i["level"] == "easy") for i in half], "m") for half in halves
+    ]
+    merged = runner.merge(reports[::-1])
+    assert [d["id"] for d in merged["questions"]] == [i["id"] for i in items]  # back in test-set order
+    assert merged["correct"] == sum(i["level"] == "easy" for i in items) and merged["n"] == 50
+    for bad in ([reports[0], reports[0]], [reports[0], {**reports[1], "options": {"examples": 0}}]):
+        with pytest.raises(ValueError):
+            runner.merge(bad)  # overlapping questions, or another configuration
+    _, test = learning.split(items, seed=0)
+    before = learning._subset(merged, test, {})
+    assert before["n"] == len(test) and before["correct"] == sum(i["level"] == "easy" for i in test)
+    with pytest.raises(ValueError, match="options"):
+        learning._subset(merged, test, {"examples": 0})  # not the same pipeline
+    with pytest.raises(ValueError, match="lacks"):
+        learning._subset(reports[0], test, {})
+
+
+def test_what_a_prompt_showed_is_read_from_the_prompt():
+    calls = [{"user_turns": ["How many albums are there?", "How many artists are there?"]}]
+    assert learning.shown({"generations": calls, "examples": []}) == ["How many albums are there?"]
+    assert learning.shown({"examples": ["x"]}) == ["x"]  # through the service: the reply's list
+
+
+def test_confidence_definitions_are_compared_on_the_kept_tokens():
+    sure = [["```", -0.01], ["SELECT", -0.01], [" COUNT(*) FROM Album", -0.02], ["```", -0.01]]
+    guess = [["SELECT", -0.01], [" Name FROM", -0.01], [" Tracks", -2.3], [" LIMIT 5", -0.01]]
+    details = [
+        {"id": "a", "level": "easy", "status": 200, "correct": True, "generations": [{"tokens": sure}]},
+        {"id": "b", "level": "easy", "status": 200, "correct": False, "generations": [{"tokens": guess}]},
+        {"id": "c", "level": "easy", "status": 422, "correct": False, "generations": [{"tokens": sure}]},
+    ]
+    rows = {r["definition"]: r for r in calibration.compare(details)}
+    assert calibration._sql_logprobs({"tokens": sure}) == [-0.01, -0.02]  # the fences are not SQL
+    low = rows["min, SQL tokens"]
+    assert low["scored"] == 2  # the 422 has no confidence
+    assert low["rows"][-1]["n"] == 1 and low["rows"][-1]["accuracy"] == 1.0  # the sure one on top
+    assert low["rows"][0]["n"] == 1  # exp(-2.3) = 0.10: the guessed table name
+    assert low["top_to_overall"] == 3.0  # 1.0 at the top against 1 of 3 overall
+    assert rows["mean, all tokens (pipeline/confidence.py)"]["rows"][-1]["n"] == 1

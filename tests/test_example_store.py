@@ -16,7 +16,7 @@ from eval import scorer
 from eval.inprocess import Engine as InProcess
 from eval.poison import malicious
 from models.defaults import DEFAULT_EMBED_TAG
-from pipeline import databases, schema
+from pipeline import databases, examples, schema
 from pipeline.chain import TextToSQL
 from pipeline.example_store import ExampleStore, ProposalError
 from providers.local import RunnerEmbeddings
@@ -103,3 +103,42 @@ async def test_only_approved_examples_are_ever_retrieved(
     assert (await retrieved(target))[-1] == target  # closest last, as the prompt shows it
     others = [q for q in proposed if q != target]
     assert not set(others) & {q for p in probes[1:] for q in await retrieved(p["question"])}
+
+
+async def test_approved_examples_get_places_of_their_own(embeddings: RunnerEmbeddings) -> None:
+    """The static bank has a same-shape example for most questions, so an approved pair of the
+    same shape would tie with it and lose; it is shown on top of the k nearest instead."""
+    static = examples.load_bank("chinook")
+    words = examples.vocabulary(
+        [(t.name, [c.name for c in t.columns]) for t in schema.describe(databases.get("chinook")).tables]
+    )
+    question = "How many invoices are there?"
+    vec = await embeddings.aembed_query(question)
+    plain = await examples.ExampleBank(static, embeddings, words).nearest(question, vec, 3, 0.7)
+    approved = [
+        examples.Example(
+            "How many invoices were issued in 2009?",
+            "SELECT COUNT(*) FROM Invoice WHERE strftime('%Y', InvoiceDate) = '2009'",
+            verified=True,
+        ),
+        examples.Example(
+            "Which albums have more than 25 tracks?",
+            "SELECT AlbumId FROM Track GROUP BY AlbumId HAVING COUNT(*) > 25",
+            verified=True,
+        ),
+        examples.Example(
+            "What is the shortest track?",
+            "SELECT Name FROM Track ORDER BY Milliseconds LIMIT 1",
+            verified=True,
+        ),
+    ]
+    bank = examples.ExampleBank(static + approved, embeddings, words)
+    scored = await bank.nearest(question, vec, 3, 0.7)
+    assert len(plain) == 3 and not any(e.verified for e in plain)
+    assert set(plain) <= set(scored)  # the k nearest stay: approved examples are added, not swapped in
+    shown = [e for e in scored if e.verified]
+    assert len(shown) == examples.VERIFIED_SLOTS == len(scored) - 3
+    assert shown[-1].question == "How many invoices were issued in 2009?"  # the closer of the approved
+    assert await bank.nearest(question, vec, 0, 0.7) == []  # `examples: 0` still shows none
+    none_extra = examples.ExampleBank(static + approved, embeddings, words, verified_slots=0)
+    assert len(await none_extra.nearest(question, vec, 3, 0.7)) == 3
