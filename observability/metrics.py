@@ -88,6 +88,23 @@ engine_step_rows = Histogram(
     "askdb_llm_step_rows", "Rows decoded together per step", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
 )
 
+# The embedding runner's batch queue (runners/batch_queue.py): texts waiting and encoding, texts
+# encoded, batch sizes, and calls whose client left (stage "queued": never encoded).
+embed_rows_queued = Gauge(
+    "askdb_embed_rows_queued", "Texts waiting for an embedding batch", multiprocess_mode="livesum"
+)
+embed_rows_running = Gauge(
+    "askdb_embed_rows_running", "Texts in the embedding batch running now", multiprocess_mode="livesum"
+)
+embed_rows = Counter("askdb_embed_rows", "Texts encoded by the embedding runner")
+embed_batch_rows = Histogram(
+    "askdb_embed_batch_rows", "Texts encoded together per batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
+)
+embed_cancelled = Counter(
+    "askdb_embed_cancelled", "Embedding calls whose client left, by where they were", ["stage"]
+)
+embed_rejected = Counter("askdb_embed_rejected", "Embedding calls refused after waiting past the cap")
+
 ask_requests = Counter("askdb_ask_requests", "Text-to-SQL requests by outcome", ["outcome", "model"])
 ask_attempts = Histogram(
     "askdb_ask_attempts", "SQL generation attempts per /ask", ["outcome"], buckets=(1, 2, 3, 4, 5, 8)
