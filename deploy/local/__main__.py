@@ -1,4 +1,4 @@
-"""CLI: `python -m deploy.local up|upgrade|rollback|status|down` (see deploy/local/README.md)."""
+"""CLI: `python -m deploy.local up|upgrade|rollback|status|down` (see deploy/README.md)."""
 
 from __future__ import annotations
 
