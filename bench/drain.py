@@ -1,6 +1,6 @@
 """Upgrade then rollback of the real service under long /v1 streams, through deploy.local.
 
-    python -m bench.drain [--tokens 160] [--hold 8] [--streams 16]
+    python -m bench.drain [--tokens 160] [--hold 8] [--streams 16] [--drain-timeout 620]
 
 One replica a release (4 LLM runners at once do not fit 2 cores), short /generate requests at
 1 req/s alongside. Each rollout holds its new replica at weight 0 for `--hold` s (`--steps 0,100`):
@@ -46,7 +46,7 @@ def read_chat_stream(url: str, tokens: int) -> dict:
     return out
 
 
-def new_replica_up(dep: LocalDeploy, version: str, old: set[str], timeout: float = 400) -> None:
+def new_replica_up(dep: LocalDeploy, version: str, old: set[str], timeout: float = 1200) -> None:
     """Until a replica of `version` not among `old` is UP in HAProxy (still at weight 0)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -57,16 +57,24 @@ def new_replica_up(dep: LocalDeploy, version: str, old: set[str], timeout: float
     raise TimeoutError(f"no new {version} replica UP within {timeout} s")
 
 
-def measure(tmp_path: Path, streams: int, tokens: int, hold_s: float) -> dict:
+def measure(tmp_path: Path, streams: int, tokens: int, hold_s: float, drain_timeout_s: float) -> dict:
     """Both rollouts with `streams` streams of `tokens` tokens open on the old release."""
     env = {"ASKDB_LLM_SLOTS": "20", "ASKDB_AUDIT_LOG": "off", "ASKDB_EXAMPLE_STORE": str(tmp_path / "ex")}
     short = {"prompt": "Hello", "max_new_tokens": 2}
-    dep = LocalDeploy(tmp_path / "state", replicas=1, env=env, target="service:AskDB", drain_timeout_s=300)
+    dep = LocalDeploy(
+        tmp_path / "state",
+        replicas=1,
+        env=env,
+        target="service:AskDB",
+        drain_timeout_s=drain_timeout_s,
+        ready_timeout_s=1200,  # a replica starting beside 16 streams on a few CPU cores is slow
+    )
     dep.start()
     results: dict[str, list[dict]] = {}
     retired: dict[str, float] = {}
     try:
-        with SteadyLoad(dep.url, 1, path="/generate", body=short) as load:
+        # a short call may wait minutes beside 16 long streams on a small CPU: slow is not failed
+        with SteadyLoad(dep.url, 1, path="/generate", body=short, timeout_s=600) as load:
             for phase, version, command in (
                 ("upgrade", "v2", ("upgrade", "--version", "v2")),
                 ("rollback", "v1", ("rollback",)),
@@ -74,7 +82,7 @@ def measure(tmp_path: Path, streams: int, tokens: int, hold_s: float) -> dict:
                 old = {r["name"] for r in dep.status()["replicas"]}
                 with ThreadPoolExecutor(streams + 1) as pool:
                     rollout = pool.submit(
-                        dep.cli, *command, "--steps", "0,100", "--dwell", str(hold_s), timeout=900
+                        dep.cli, *command, "--steps", "0,100", "--dwell", str(hold_s), timeout=3600
                     )
                     new_replica_up(dep, version, old)
                     futures = [pool.submit(read_chat_stream, dep.url, tokens) for _ in range(streams)]
@@ -105,10 +113,11 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=16)
     ap.add_argument("--tokens", type=int, default=160)
     ap.add_argument("--hold", type=float, default=8.0, help="seconds the new replica waits at weight 0")
+    ap.add_argument("--drain-timeout", type=float, default=620.0, help="deploy.local's, seconds")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="askdb-drain-") as tmp:
-        result = measure(Path(tmp), args.streams, args.tokens, args.hold)
+        result = measure(Path(tmp), args.streams, args.tokens, args.hold, args.drain_timeout)
     print("| rollout | streams complete | open when the drain began | short requests failed |")
     print("|---|---:|---:|---:|")
     for phase in ("upgrade", "rollback"):
