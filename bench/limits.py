@@ -63,6 +63,15 @@ def most_in_window(times: list[float], window: float = 60.0) -> int:
     return max((bisect.bisect_left(times, t + window) - i for i, t in enumerate(times)), default=0)
 
 
+def redis_up(dep: LocalDeploy) -> dict[str, list[str]]:
+    """Each replica's own askdb_ratelimit_redis_up lines, scraped from its port (not through HAProxy)."""
+    out = {}
+    for r in dep.status()["replicas"]:
+        text = httpx.get(f"http://127.0.0.1:{r['port']}/metrics", timeout=30).text
+        out[r["name"]] = [line for line in text.splitlines() if line.startswith("askdb_ratelimit_redis_up")]
+    return out
+
+
 def served_by(dep: LocalDeploy) -> dict[str, int]:
     return {slot: int(row["hrsp_2xx"] or 0) for slot, row in dep.api.servers().items()}
 
@@ -115,14 +124,12 @@ def measure(
                 }
             out["saturated"] = saturated
 
+            out["redis_up_before"] = redis_up(dep)
             redis_server.stop()
             t0 = time.monotonic()
             out["redis_down"] = summary(hammer(dep.url, down_s), t0)
             out["redis_down"].pop("_ok")
-            redis_up = httpx.get(f"{dep.url}/metrics", timeout=30).text
-            out["redis_down"]["redis_up_metric"] = [
-                line for line in redis_up.splitlines() if line.startswith("askdb_ratelimit_redis_up")
-            ]
+            out["redis_up_down"] = redis_up(dep)
 
             redis_server.start()
             t0 = time.monotonic()
@@ -131,6 +138,7 @@ def measure(
             out["redis_back"] = summary(back, t0)
             out["redis_back"]["first_200_after_s"] = None if first_ok is None else round(first_ok - t0, 2)
             out["redis_back"].pop("_ok")
+            out["redis_up_back"] = redis_up(dep)
     return out
 
 
@@ -163,6 +171,8 @@ def main() -> None:
         result = measure(Path(tmp), args.replicas, args.rpm, args.minutes, args.failure, args.down, args.back)
     print(f"{args.replicas} AskDB replicas ready in {result['ready_s']} s; key limit {args.rpm}/min")
     print(table(result))
+    for when in ("before", "down", "back"):
+        print(f"askdb_ratelimit_redis_up per replica, Redis {when}: {result[f'redis_up_{when}']}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"limits-{args.failure}.json").write_text(json.dumps(result, indent=2))
 

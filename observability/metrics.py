@@ -73,8 +73,13 @@ tenant_tokens = Counter(
     "askdb_llm_tenant_tokens", "Prompt and generated tokens served, per tenant", ["tenant", "kind"]
 )
 # Rate limits in Redis (api/shared_limits.py): whether it answers, and the calls that failed.
+# The latest answer any worker saw: "min" read 0 whenever a process that never talks to Redis (a
+# runner) was alive, since every process that imports this module starts the gauge at 0; a
+# mostrecent gauge ignores values never set, so without ASKDB_REDIS_URL the series is absent.
 ratelimit_redis_up = Gauge(
-    "askdb_ratelimit_redis_up", "1 while the rate-limit Redis answers, 0 while down", multiprocess_mode="min"
+    "askdb_ratelimit_redis_up",
+    "1 while the rate-limit Redis answers, 0 while down (absent without ASKDB_REDIS_URL)",
+    multiprocess_mode="livemostrecent",
 )
 ratelimit_redis_errors = Counter("askdb_ratelimit_redis_errors", "Rate-limit calls to Redis that failed")
 engine_rejected = Counter("askdb_llm_rejected", "Requests refused by the engine", ["reason"])
