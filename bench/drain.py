@@ -59,7 +59,14 @@ def new_replica_up(dep: LocalDeploy, version: str, old: set[str], timeout: float
 
 def measure(tmp_path: Path, streams: int, tokens: int, hold_s: float, drain_timeout_s: float) -> dict:
     """Both rollouts with `streams` streams of `tokens` tokens open on the old release."""
-    env = {"ASKDB_LLM_SLOTS": "20", "ASKDB_AUDIT_LOG": "off", "ASKDB_EXAMPLE_STORE": str(tmp_path / "ex")}
+    env = {
+        "ASKDB_LLM_SLOTS": "20",
+        "ASKDB_AUDIT_LOG": "off",
+        "ASKDB_EXAMPLE_STORE": str(tmp_path / "ex"),
+        # On a few CPU cores a 2-token call waits ~40 s beside the streams, so 1/s keeps ~40 of them
+        # open: the default cap of 64 in flight then refuses a stream with 429 (seen).
+        "ASKDB_MAX_CONCURRENCY": "256",
+    }
     short = {"prompt": "Hello", "max_new_tokens": 2}
     dep = LocalDeploy(
         tmp_path / "state",

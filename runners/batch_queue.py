@@ -37,6 +37,7 @@ class _Call(Generic[T, R]):
     rows: Sequence[T]
     future: asyncio.Future[list[R]]
     queued_at: float = field(default_factory=time.monotonic)
+    started: bool = False  # taken into a batch that runs
 
 
 class BatchQueue(Generic[T, R]):
@@ -67,12 +68,13 @@ class BatchQueue(Generic[T, R]):
         try:
             return await call.future
         except asyncio.CancelledError:
-            if call in self._queue:  # still waiting: leave the queue, nothing is computed for it
-                self._queue.remove(call)
-                metrics.embed_rows_queued.dec(len(rows))
-                metrics.embed_cancelled.labels(stage="queued").inc()
-            else:
+            if call.started:  # its batch runs on: the result is dropped when it comes
                 metrics.embed_cancelled.labels(stage="running").inc()
+            else:  # still waiting: leave the queue (unless `_take` already dropped it), never computed
+                if call in self._queue:
+                    self._queue.remove(call)
+                    metrics.embed_rows_queued.dec(len(rows))
+                metrics.embed_cancelled.labels(stage="queued").inc()
             raise
 
     def _take(self) -> list[_Call[T, R]]:
@@ -87,10 +89,13 @@ class BatchQueue(Generic[T, R]):
                 break
             self._queue.popleft()
             metrics.embed_rows_queued.dec(len(head.rows))
+            if head.future.done():  # cancelled, its caller not yet resumed to leave the queue itself
+                continue
             if now - head.queued_at > self.max_wait_s:
                 metrics.embed_rejected.inc()
                 head.future.set_exception(ServiceUnavailable("the embedding runner is overloaded"))
                 continue
+            head.started = True
             batch.append(head)
             rows += len(head.rows)
         return batch
