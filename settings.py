@@ -114,7 +114,9 @@ class Settings(BaseModel):
     runner_workers: int = setting(
         1, "embedding runner workers (the LLM runner's: ASKDB_LLM_WORKERS)", area="runners"
     )
-    embed_max_batch_size: int = setting(64, "embedding adaptive batching; 1 turns it off", area="runners")
+    embed_max_batch_size: int = setting(
+        64, "texts per embedding batch (runners/batch_queue.py); 1: each call alone", area="runners"
+    )
     embed_max_latency_ms: int = setting(
         10_000, "embedding batching latency cap (calls take ms)", area="runners"
     )
@@ -163,7 +165,10 @@ class Settings(BaseModel):
     )
     # rate-limit buckets in Redis (api/shared_limits.py): a key's limits hold across workers and replicas
     redis_url: str = setting(
-        "", "Redis/Valkey URL for the rate-limit buckets; unset: per worker process", area="auth", secret=True
+        "",
+        "Redis/Valkey URL for the rate limits (request window, token bucket); unset: per process",
+        area="auth",
+        secret=True,
     )
     redis_failure: Literal["open", "closed"] = setting(
         "open",

@@ -1,15 +1,20 @@
-"""Per-key rate limits: requests per minute and tokens per minute, as token buckets.
+"""Per-key rate limits: requests per minute as a sliding window, tokens per minute as a bucket.
 
-A bucket holds up to one minute's allowance and refills continuously, so a key may burst its whole
-minute at once and then proceeds at the steady rate. Requests are taken before the call; tokens are
-only known afterwards (from the response's `usage`), so the token bucket may go into debt by one
-request's tokens, and the key is refused until the debt is repaid. State is per worker process,
-unless ASKDB_REDIS_URL is set: then the same buckets live in Redis, shared by every worker and
-replica (api/shared_limits.py), and these serve as its fallback while Redis is down.
+`requests_per_minute: N` means at most N requests admitted in any 60 seconds: a key may send its N
+at once, and then its next request is admitted when the oldest of them is a minute old (the
+Retry-After says when). A minute never holds more than N, whether the key was idle before or not;
+each key keeps the times of its last N admissions. Tokens are only known after the call (from the
+response's `usage`), so they are a token bucket that holds one minute's allowance, refills
+continuously and may go into debt by one request's tokens; the key is refused until the debt is
+repaid. (A bucket lets a key that was idle use up to twice its tokens in its first minute, its
+full bucket and the refill.) State is per worker process, unless ASKDB_REDIS_URL is set: then the
+same window and bucket live in Redis, shared by every worker and replica (api/shared_limits.py),
+and these serve as its fallback while Redis is down.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 import threading
 import time
@@ -40,6 +45,7 @@ class Bucket:
         return 0.0 if missing <= 0 else missing / self.rate
 
 
+WINDOW_S = 60.0  # requests_per_minute counts admissions in the last minute
 TOKEN_CREDIT = 1e-6  # "any positive balance" for the token bucket
 SLACK_S = 1e-6  # float rounding: a client that waited exactly Retry-After must get in
 
@@ -52,14 +58,28 @@ class Decision:
 
 
 @dataclass
+class Window:
+    """Times of the admissions in the last WINDOW_S seconds, at most `limit` of them."""
+
+    limit: int
+    times: collections.deque[float] = field(default_factory=collections.deque)
+
+    def wait_for(self, now: float) -> float:
+        """Seconds until one more request fits (0 when it does now); forgets what left the window."""
+        while self.times and self.times[0] <= now - WINDOW_S:
+            self.times.popleft()
+        return 0.0 if len(self.times) < self.limit else self.times[0] + WINDOW_S - now
+
+
+@dataclass
 class _KeyState:
-    requests: Bucket | None
+    requests: Window | None
     tokens: Bucket | None
 
 
 @dataclass
 class RateLimiter:
-    """Buckets per key name; a limit of None means unlimited."""
+    """A request window and a token bucket per key name; a limit of None means unlimited."""
 
     clock: Callable[[], float] = time.monotonic
     _state: dict[str, _KeyState] = field(default_factory=dict)
@@ -69,7 +89,7 @@ class RateLimiter:
         state = self._state.get(key)
         if state is None:
             state = _KeyState(
-                requests=Bucket(rpm, rpm, now) if rpm else None,
+                requests=Window(rpm) if rpm else None,
                 tokens=Bucket(tpm, tpm, now) if tpm else None,
             )
             self._state[key] = state
@@ -86,13 +106,12 @@ class RateLimiter:
                 # Any positive balance admits the next request; when in debt, wait until it is repaid.
                 waits.append((state.tokens.wait_for(TOKEN_CREDIT), "tokens_per_minute"))
             if state.requests is not None:
-                state.requests.refill(now)
-                waits.append((state.requests.wait_for(1.0), "requests_per_minute"))
+                waits.append((state.requests.wait_for(now), "requests_per_minute"))
             wait, limit = max(waits, default=(0.0, ""))
             if wait > SLACK_S:
                 return Decision(False, ceil_s(wait), limit)
             if state.requests is not None:
-                state.requests.level -= 1.0
+                state.requests.times.append(now)
         return Decision(True)
 
     # the async face api/access.py calls, shared with api/shared_limits.SharedLimiter

@@ -1,9 +1,11 @@
 """Rate-limit buckets in Redis (or Valkey), so a key's limits hold across workers and replicas.
 
-With `ASKDB_REDIS_URL` set, every worker of every replica takes from the same two buckets per key
-(api/ratelimit.py's semantics: a minute's allowance, refilled continuously; tokens may go into
-debt). Each check or charge is one Lua script, atomic in Redis, on Redis's own clock, so replicas
-with drifting clocks agree. Without the setting, buckets stay per process (api/ratelimit.py).
+With `ASKDB_REDIS_URL` set, every worker of every replica takes from the same window and bucket per
+key (api/ratelimit.py's semantics: at most `requests_per_minute` admissions in any 60 s, kept as a
+sorted set of admission times; tokens a minute's allowance, refilled continuously, that may go
+into debt). Each check or charge is one Lua script, atomic in Redis, on Redis's own clock, so
+replicas with drifting clocks agree. Without the setting, limits stay per process
+(api/ratelimit.py). A key's window holds up to `requests_per_minute` entries in Redis.
 
 Redis unreachable: never a 500. `ASKDB_REDIS_FAILURE=open` (default) falls back to this process's
 own buckets (each replica then limits on its own, as without Redis); `closed` refuses with a 503
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -28,10 +31,11 @@ from observability import metrics
 log = logging.getLogger("bentoml.askdb.ratelimit")
 
 RETRY_S = 1.0  # after a failure, go straight to the fallback for this long before trying again
-IDLE_TTL_S = 120  # a bucket untouched this long is full again anyway: let Redis forget it
+IDLE_TTL_S = 120  # a window or bucket untouched this long is empty / full again: let Redis forget it
 
-# KEYS: requests bucket, tokens bucket. ARGV: rpm, tpm (0: none), tokens to charge (admit: -1),
-# token credit, slack. Returns {allowed, wait in µs, 1 = requests / 2 = tokens refused}.
+# KEYS: requests window (sorted set of admission times), tokens bucket (hash). ARGV: rpm, tpm (0:
+# none), tokens to charge (admit: -1), token credit, slack, idle TTL, a unique member for this
+# admission. Returns {allowed, wait in µs, 1 = requests / 2 = tokens refused}.
 SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
@@ -57,23 +61,26 @@ if charge >= 0 then
   return {1, 0, 0}
 end
 local wait, which = 0, 0
-local rl, rs, tl, ts
 if tpm > 0 then
-  tl, ts = load(KEYS[2], tpm)
+  local tl, ts = load(KEYS[2], tpm)
   local missing = tonumber(ARGV[4]) - tl
   if missing > 0 then wait, which = missing / (tpm / 60), 2 end
   save(KEYS[2], tl, ts)
 end
 if rpm > 0 then
-  rl, rs = load(KEYS[1], rpm)
-  local missing = 1 - rl
-  if missing > 0 and missing / (rpm / 60) >= wait then wait, which = missing / (rpm / 60), 1 end
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60)
+  if redis.call('ZCARD', KEYS[1]) >= rpm then
+    local oldest = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
+    if oldest + 60 - now >= wait then wait, which = oldest + 60 - now, 1 end
+  end
 end
 if wait > tonumber(ARGV[5]) then
-  if rpm > 0 then save(KEYS[1], rl, rs) end
   return {0, math.ceil(wait * 1e6), which}
 end
-if rpm > 0 then save(KEYS[1], rl - 1, rs) end
+if rpm > 0 then
+  redis.call('ZADD', KEYS[1], now, ARGV[7])
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
+end
 return {1, 0, 0}
 """
 
@@ -120,8 +127,8 @@ class SharedLimiter:
     async def _run(self, key: str, rpm: int | None, tpm: int | None, charge: int) -> list | None:
         if time.monotonic() < self._down_until:
             return None
-        keys = [f"askdb:rl:{{{key}}}:requests", f"askdb:rl:{{{key}}}:tokens"]  # one hash slot per key
-        args = [rpm or 0, tpm or 0, charge, TOKEN_CREDIT, SLACK_S, IDLE_TTL_S]
+        keys = [f"askdb:rl:{{{key}}}:window", f"askdb:rl:{{{key}}}:tokens"]  # one hash slot per key
+        args = [rpm or 0, tpm or 0, charge, TOKEN_CREDIT, SLACK_S, IDLE_TTL_S, uuid.uuid4().hex]
         try:
             reply = await self.script(keys=keys, args=args)
         except (RedisError, OSError) as err:
@@ -145,5 +152,5 @@ UNAVAILABLE = Decision(False, 1, "unavailable")
 
 
 def from_settings(s: settings.Settings) -> SharedLimiter | None:
-    """Shared buckets when ASKDB_REDIS_URL is set (settings.py), else None: per process."""
+    """Shared limits when ASKDB_REDIS_URL is set (settings.py), else None: per process."""
     return SharedLimiter(s.redis_url, s.redis_failure, s.redis_timeout_s) if s.redis_url else None

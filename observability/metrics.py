@@ -73,8 +73,13 @@ tenant_tokens = Counter(
     "askdb_llm_tenant_tokens", "Prompt and generated tokens served, per tenant", ["tenant", "kind"]
 )
 # Rate limits in Redis (api/shared_limits.py): whether it answers, and the calls that failed.
+# The latest answer any worker saw: "min" read 0 whenever a process that never talks to Redis (a
+# runner) was alive, since every process that imports this module starts the gauge at 0; a
+# mostrecent gauge ignores values never set, so without ASKDB_REDIS_URL the series is absent.
 ratelimit_redis_up = Gauge(
-    "askdb_ratelimit_redis_up", "1 while the rate-limit Redis answers, 0 while down", multiprocess_mode="min"
+    "askdb_ratelimit_redis_up",
+    "1 while the rate-limit Redis answers, 0 while down (absent without ASKDB_REDIS_URL)",
+    multiprocess_mode="livemostrecent",
 )
 ratelimit_redis_errors = Counter("askdb_ratelimit_redis_errors", "Rate-limit calls to Redis that failed")
 engine_rejected = Counter("askdb_llm_rejected", "Requests refused by the engine", ["reason"])
@@ -87,6 +92,23 @@ engine_steps = Counter("askdb_llm_decode_steps", "Decode steps run (each serves 
 engine_step_rows = Histogram(
     "askdb_llm_step_rows", "Rows decoded together per step", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
 )
+
+# The embedding runner's batch queue (runners/batch_queue.py): texts waiting and encoding, texts
+# encoded, batch sizes, and calls whose client left (stage "queued": never encoded).
+embed_rows_queued = Gauge(
+    "askdb_embed_rows_queued", "Texts waiting for an embedding batch", multiprocess_mode="livesum"
+)
+embed_rows_running = Gauge(
+    "askdb_embed_rows_running", "Texts in the embedding batch running now", multiprocess_mode="livesum"
+)
+embed_rows = Counter("askdb_embed_rows", "Texts encoded by the embedding runner")
+embed_batch_rows = Histogram(
+    "askdb_embed_batch_rows", "Texts encoded together per batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
+)
+embed_cancelled = Counter(
+    "askdb_embed_cancelled", "Embedding calls whose client left, by where they were", ["stage"]
+)
+embed_rejected = Counter("askdb_embed_rejected", "Embedding calls refused after waiting past the cap")
 
 ask_requests = Counter("askdb_ask_requests", "Text-to-SQL requests by outcome", ["outcome", "model"])
 ask_attempts = Histogram(

@@ -87,11 +87,3 @@ WORKERS = S.runner_workers  # embedding runner workers
 # then fail ("Server disconnected", "Connector is closed."; 18 of 64 concurrent streams here). The
 # runners sit behind a fixed local socket, so the session never needs replacing.
 RUNNER_CONNECTION = {"max_requests": 2**62, "max_age": 10.0**12}
-
-
-def batching(max_batch_size: int, max_latency_ms: int) -> dict[str, object]:
-    """`@bentoml.api` arguments; a max batch size of 1 turns adaptive batching off (BentoML itself
-    refuses max_batch_size=1), which is what bench/batching.py compares against."""
-    if max_batch_size <= 1:
-        return {}
-    return {"batchable": True, "max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms}

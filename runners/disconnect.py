@@ -5,8 +5,12 @@ and a streaming one until a write fails. For an LLM that is minutes of decoding 
 the handler runs in a task of its own; once its body has been read, the connection's next ASGI
 message can only be `http.disconnect`, so a watcher waits for it and cancels the handler. The
 handler's `finally` blocks then run as usual: an engine stream closes (freeing its row) and a
-runner call is cancelled (runners/client.py tells the runner). Responses already complete are left
-alone. Used by the API service and the LLM runner alike.
+runner call is cancelled. Responses already complete are left alone.
+
+Registered on the API service (service.py), where it starts every cancellation, and on the
+embedding runner (runners/embedding.py), where a cancelled call leaves the batch queue. The LLM
+runner does not need it: a cancelled call to it is followed by a `cancel` call naming the request
+(runners/client.py), and its streams end when their response is closed.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from deploy.local.replica import own_home
+
 ROOT = Path(__file__).resolve().parent.parent
 BENTOML = [sys.executable, "-m", "bentoml"]  # this interpreter's BentoML, wherever its scripts are
 
@@ -39,18 +41,9 @@ def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 
 
 
 def private_home(port: int, shared: str | None) -> Path:
-    """A BENTOML_HOME of this server's own, sharing the model and bento stores: `bentoml serve`
-    wipes $BENTOML_HOME/prometheus_multiproc_dir at start, which would erase the metrics of every
-    other server running from the same home (tests run several at once)."""
-    store = Path(shared or Path.home() / "bentoml")
-    home = Path(os.environ.get("TMPDIR", "/tmp")) / f"askdb-bentoml-home-{port}"
-    home.mkdir(parents=True, exist_ok=True)
-    for name in ("models", "bentos"):
-        (store / name).mkdir(parents=True, exist_ok=True)
-        link = home / name
-        if not link.is_symlink():
-            link.symlink_to(store / name, target_is_directory=True)
-    return home
+    """A BENTOML_HOME of this server's own, sharing the model and bento stores (tests run several
+    servers at once; deploy/local/replica.py says why)."""
+    return own_home(Path(os.environ.get("TMPDIR", "/tmp")) / f"askdb-bentoml-home-{port}", shared)
 
 
 class BentoServer:

@@ -19,16 +19,16 @@ from runners import device
 from tests.metrics_util import sample_sum, wait_idle
 from tests.servers import ROOT, BentoServer
 
-BATCH = "bentoml_service_adaptive_batch_size"
+BATCH = "askdb_embed_batch_rows"  # the embedding runner's batches (runners/batch_queue.py)
 STEPS = "askdb_llm_decode_steps"
 
 
 def model_calls(url: str, method: str = "generate") -> float:
     """Model calls: the LLM engine's decode steps (each serves every running row), the embedding
-    runner's adaptive batches."""
+    runner's batches."""
     if method == "generate":
         return sample_sum(url, STEPS, f"{STEPS}_total")
-    return sample_sum(url, BATCH, f"{BATCH}_count", method_name=method)
+    return sample_sum(url, BATCH, f"{BATCH}_count")
 
 
 def idle_model_calls(url: str, method: str = "generate") -> float:

@@ -1,12 +1,13 @@
 """Rate limits in a real Redis (api/shared_limits.py): several workers (limiter instances) take from
-one bucket; three replicas of a service behind HAProxy give a key its limit once, not three times;
-Redis stopped: the documented fail-open / fail-closed behaviour, never a 500; Redis back: the
-limit holds again without a restart."""
+one window, and a minute never holds more than the limit; three replicas of a service behind
+HAProxy give a key its limit once, not three times; Redis stopped: the documented fail-open /
+fail-closed behaviour, never a 500; Redis back: the limit holds again without a restart."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
 
 
-def test_workers_share_one_bucket(redis_server: RedisServer) -> None:
+def test_workers_share_one_window(redis_server: RedisServer) -> None:
     async def run() -> tuple[int, list]:
         workers = [SharedLimiter(redis_server.url) for _ in range(3)]
         decisions = [await workers[i % 3].aadmit("k", RPM, None) for i in range(RPM + 5)]
@@ -40,8 +41,8 @@ def test_workers_share_one_bucket(redis_server: RedisServer) -> None:
         return sum(d.allowed for d in decisions), [decisions[-1], refused]
 
     allowed, (last, debt) = asyncio.run(run())
-    assert allowed in (RPM, RPM + 1)  # one may refill while the loop runs
-    assert not last.allowed and last.limit == "requests_per_minute" and last.retry_after_s >= 1
+    assert allowed == RPM  # a window: nothing comes back until the first admission is a minute old
+    assert not last.allowed and last.limit == "requests_per_minute" and 59 <= last.retry_after_s <= 60
     assert not debt.allowed and debt.limit == "tokens_per_minute" and debt.retry_after_s >= 200
 
 
@@ -98,9 +99,37 @@ def hammer(url: str, seconds: float, concurrency: int = 6) -> tuple[Counter, Cou
     return statuses, replicas
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("gap_s", [1 / 128, 0.25, 1.0, 2.5])  # exact in binary: no float drift
+def test_a_minute_never_holds_more_than_the_limit(gap_s: float) -> None:
+    """Per process (the fallback): requests every `gap_s` for five minutes, from an unseen key."""
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock)
+    admitted: list[float] = []
+    while clock.now < 1300.0:
+        decision = limiter.admit("k", RPM, None)
+        if decision.allowed:
+            admitted.append(clock.now)
+        else:
+            assert decision.limit == "requests_per_minute" and decision.retry_after_s >= 1
+        clock.now += gap_s
+    for i, start in enumerate(admitted):  # any 60 s window, wherever it starts
+        assert sum(t - start < 60 for t in admitted[i:]) <= RPM
+    assert sum(t < 1060.0 for t in admitted) == min(RPM, math.ceil(60 / gap_s))  # the whole limit
+    assert sum(1120.0 <= t < 1180.0 for t in admitted) == min(RPM, round(60 / gap_s))  # and steady
+
+
 def expected(seconds: float) -> float:
-    """A full bucket (a minute's allowance) plus what refills while the test runs."""
-    return RPM + seconds * RPM / 60
+    """A window: a key unseen for a minute gets its limit, and no more until a minute has passed."""
+    assert seconds < 60
+    return RPM
 
 
 def test_three_replicas_behind_haproxy_share_a_keys_limit(tmp_path: Path, redis_server: RedisServer) -> None:
@@ -119,7 +148,7 @@ def test_three_replicas_behind_haproxy_share_a_keys_limit(tmp_path: Path, redis_
         statuses, replicas = hammer(dep.url, 3)
         print(f"redis down: {dict(statuses)}, per replica {dict(replicas)}")
         assert set(statuses) <= {200, 429}, statuses  # never a 500
-        assert statuses[200] > RPM + 3 * RPM / 60 + 3  # more than one shared bucket could give
+        assert statuses[200] > RPM + 3  # more than one shared window could give
         metrics = httpx.get(f"{dep.url}/metrics").text
         assert "askdb_ratelimit_redis_up 0.0" in metrics
 

@@ -1,1 +1,1 @@
-"""N `bentoml serve` replicas behind HAProxy, supervised, with zero-downtime upgrades (see README.md)."""
+"""N `bentoml serve` replicas behind HAProxy, supervised, with zero-downtime upgrades (deploy/README.md)."""

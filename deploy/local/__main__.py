@@ -1,4 +1,4 @@
-"""CLI: `python -m deploy.local up|upgrade|rollback|status|down` (see deploy/local/README.md)."""
+"""CLI: `python -m deploy.local up|upgrade|rollback|status|down` (see deploy/README.md)."""
 
 from __future__ import annotations
 
@@ -55,6 +55,12 @@ def parser() -> argparse.ArgumentParser:
         help="seconds a retiring replica may take to finish its open requests and streams "
         "(default: ASKDB_DRAIN_TIMEOUT_S, else 620)",
     )
+    up.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=300.0,
+        help="seconds a starting replica may take to answer /readyz (upgrades too)",
+    )
     upgrade = sub.add_parser("upgrade", help="roll out a new release with no downtime")
     for cmd, dflt in ((up, "service:AskDB"), (upgrade, None)):
         cmd.add_argument("--version", required=True, help="release label, e.g. v2")
@@ -94,6 +100,7 @@ def run_up(args: argparse.Namespace) -> int:
         weights=args.weights,
         port=args.port,
         idempotent_paths=args.idempotent_paths or ["/"],
+        ready_timeout_s=args.ready_timeout,
     )
     if args.drain_timeout is not None:
         settings.drain_timeout_s = args.drain_timeout

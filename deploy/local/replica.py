@@ -27,6 +27,22 @@ class Release:
     cwd: str = "."
 
 
+def own_home(home: Path, shared: str | None) -> Path:
+    """A BENTOML_HOME of one server's own that shares the model and bento stores of `shared`.
+
+    `bentoml serve` wipes $BENTOML_HOME/prometheus_multiproc_dir when it starts, and serves /metrics
+    from every file in it: replicas on one home erase each other's metrics and report each other's
+    (seen: a replica's `askdb_ratelimit_redis_up` read 1 while its Redis was down)."""
+    store = Path(shared or Path.home() / "bentoml")
+    home.mkdir(parents=True, exist_ok=True)
+    for name in ("models", "bentos"):
+        (store / name).mkdir(parents=True, exist_ok=True)
+        link = home / name
+        if not link.is_symlink():
+            link.symlink_to(store / name, target_is_directory=True)
+    return home
+
+
 def is_ready(port: int) -> bool:
     url = f"http://127.0.0.1:{port}/readyz"
     with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as resp:
@@ -52,6 +68,8 @@ class Replica:
             **self.release.env,
             "ASKDB_REPLICA": self.name,
         }
+        home = own_home(self.log_path.parent / "homes" / self.name, env.get("BENTOML_HOME"))
+        env["BENTOML_HOME"] = str(home)  # its own metrics directory, the shared model store
         cmd = [BENTOML, "serve", self.release.target, "--host", "127.0.0.1", "--port", str(self.port)]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
