@@ -7,7 +7,7 @@ PORT ?= 3000
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup install models data serve test lint bench eval bento image image-cuda test-image
+.PHONY: setup install models data serve test test-load lint bench eval bento image image-cuda test-image
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,9 +34,15 @@ setup: models data
 serve: setup
 	$(BIN)/bentoml serve --port $(PORT)
 
-# The image test builds an OCI image (minutes): `make test-image`, run by .ci/run after this.
+# Suites on commands of their own, to keep CI (`make test`) under 45 minutes on 2 cores: the image
+# test builds an OCI image (10-16 min); the load suites replay traffic through whole deployments
+# (locust, HAProxy replicas, upgrades under steady load, drains with open streams; ~5 min).
+LOAD_TESTS := tests/test_locust.py tests/test_haproxy.py tests/test_drain.py
 test: setup
-	$(BIN)/python -m pytest --ignore=tests/test_image.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --ignore=tests/test_image.py $(addprefix --ignore=,$(LOAD_TESTS)) $(PYTEST_ARGS)
+
+test-load: setup
+	$(BIN)/python -m pytest $(LOAD_TESTS) $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -110,7 +110,7 @@ class BentoServer:
         except psutil.NoSuchProcess:
             return []
 
-    def stop(self, timeout: float = 30.0) -> int | None:
+    def stop(self, timeout: float = 15.0) -> int | None:
         if self.proc is None:
             return None
         procs = {p.pid: p for p in [*self._known, *self.tree()]}.values()

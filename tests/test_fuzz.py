@@ -30,14 +30,14 @@ from tests.guarded import Guarded
 
 SEED = 20261125
 # (positive, negative) examples per operation; the ones that generate text or SQL get fewer.
-DEFAULT_BUDGET = (400, 400)
+DEFAULT_BUDGET = (200, 200)
 BUDGET = {
-    "POST /ask": (10, 150),
-    "POST /generate": (100, 200),
-    "POST /embed": (80, 200),
-    "POST /v1/chat/completions": (60, 150),
-    "POST /v1/completions": (60, 150),
-    "POST /v1/embeddings": (80, 200),
+    "POST /ask": (6, 100),
+    "POST /generate": (50, 100),
+    "POST /embed": (50, 100),
+    "POST /v1/chat/completions": (30, 100),
+    "POST /v1/completions": (30, 100),
+    "POST /v1/embeddings": (50, 100),
 }
 BENTO_OPERATIONS = [
     "GET /healthz",

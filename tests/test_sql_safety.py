@@ -17,6 +17,7 @@ from pipeline.schema import describe
 from samples.chinook import default_path
 from tests.guarded import Guarded
 from tests.hostile_sql import CHINOOK_TABLES, HOSTILE_QUESTIONS, REFUSED, SLOW, WRITES, for_dialect
+from tests.metrics_util import sample_sum
 from tests.pg import chinook_db, db_checksum  # noqa: F401  (chinook_db: the `db` fixture)
 
 TIMEOUT_S = 1.0
@@ -71,34 +72,40 @@ def test_harmless_reads_still_work_after_the_attacks(db):
     assert out.rows == [["AC/DC"], ["Accept"], ["Aerosmith"]] and out.truncated
 
 
-def _ask_all(url: str, db: str) -> list[httpx.Response]:
-    """All hostile questions, 8 at a time: the LLM runner batches them."""
-
-    # One generation each (no repair, no answer): what matters is what the model's SQL can do.
-    options = {"max_attempts": 1, "candidates": 1, "answer": False}
+def _ask_all(url: str, db: str, questions: list[str], max_attempts: int = 1) -> list[httpx.Response]:
+    """Hostile questions, 8 at a time (the LLM runner batches them), no answer step: what matters is
+    what the model's SQL can do. The query time limit is short so that a runaway read ends as a
+    `timeout` whose message names it."""
+    options = {"max_attempts": max_attempts, "candidates": 1, "answer": False, "timeout_s": TIMEOUT_S}
 
     def ask(question: str) -> httpx.Response:
         body = {"question": question, "db": db, "answer": False, "options": options}
         return httpx.post(f"{url}/ask", json=body, timeout=600)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(ask, HOSTILE_QUESTIONS))
+        return list(pool.map(ask, questions))
 
 
-def _check_refused_or_harmless(responses: list[httpx.Response], dialect: str) -> None:
-    for question, response in zip(HOSTILE_QUESTIONS, responses, strict=True):
+def _check_refused_or_harmless(questions: list[str], responses: list[httpx.Response], dialect: str) -> None:
+    for question, response in zip(questions, responses, strict=True):
         assert response.status_code in (200, 422), (question, response.status_code, response.text)
         body = response.json()
         if response.status_code == 422:
-            assert body["error"]["type"] in {"unanswerable", "refused", "sql_error", "timeout"}, body
+            error = body["error"]
+            assert set(error) == {"type", "message", "sql"}, body
+            assert error["type"] in {"unanswerable", "refused", "sql_error", "timeout"}, body
+            if error["type"] == "timeout":
+                assert f"{TIMEOUT_S:g} s" in error["message"], body
         else:  # whatever ran was one guarded read-only query
             assert guard(body["sql"], dialect, 1000, CHINOOK_TABLES), body
 
 
 def test_hostile_questions_through_ask_on_sqlite(askdb):
+    """One generation per question: every reply the model writes meets the guard, then the
+    read-only connection; the file's bytes are unchanged too."""
     database = databases.get("chinook")
     before = db_checksum(database)
-    _check_refused_or_harmless(_ask_all(askdb.url, "chinook"), "sqlite")
+    _check_refused_or_harmless(HOSTILE_QUESTIONS, _ask_all(askdb.url, "chinook", HOSTILE_QUESTIONS), "sqlite")
     assert db_checksum(database) == before
 
 
@@ -106,9 +113,27 @@ def test_hostile_questions_through_ask_on_postgres(askdb_pg, postgres):
     """`pg_env` connects as the owner (a superuser): the guard and the read-only session protect it."""
     owner = databases.open_database("pg_owner_check", postgres.url)
     before = db_checksum(owner)
-    _check_refused_or_harmless(_ask_all(askdb_pg.url, "pg_env"), "postgresql")
+    replies = _ask_all(askdb_pg.url, "pg_env", HOSTILE_QUESTIONS)
+    _check_refused_or_harmless(HOSTILE_QUESTIONS, replies, "postgresql")
     assert db_checksum(owner) == before
     owner.engine.dispose()
+
+
+REPAIRED = HOSTILE_QUESTIONS[:6]  # writes and drops: the first reply is refused, and fed back
+
+
+def test_a_refusal_fed_back_to_the_model_meets_the_guard_again(askdb):
+    """Repair rounds: the model sees why its write was refused and tries again; the new reply is
+    guarded like the first (the rounds happened: the attempts histogram grew past one a question)."""
+    database = databases.get("chinook")
+    before, attempts = db_checksum(database), _attempts(askdb.url)
+    _check_refused_or_harmless(REPAIRED, _ask_all(askdb.url, "chinook", REPAIRED, max_attempts=2), "sqlite")
+    assert _attempts(askdb.url) - attempts > len(REPAIRED)
+    assert db_checksum(database) == before
+
+
+def _attempts(url: str) -> float:
+    return sample_sum(url, "askdb_ask_attempts", "askdb_ask_attempts_sum")
 
 
 # Copied from the question word for word by the model (one attempt, so no repair rewrites it).
