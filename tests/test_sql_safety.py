@@ -86,8 +86,11 @@ def _ask_all(url: str, db: str, questions: list[str], max_attempts: int = 1) -> 
         return list(pool.map(ask, questions))
 
 
-def _check_refused_or_harmless(questions: list[str], responses: list[httpx.Response], dialect: str) -> None:
-    for question, response in zip(questions, responses, strict=True):
+def _refused_or_harmless(
+    url: str, db: str, dialect: str, questions: list[str], max_attempts: int = 1
+) -> None:
+    """Ask every question; each ends refused (a 422 in the contract's shape) or harmless."""
+    for question, response in zip(questions, _ask_all(url, db, questions, max_attempts), strict=True):
         assert response.status_code in (200, 422), (question, response.status_code, response.text)
         body = response.json()
         if response.status_code == 422:
@@ -105,7 +108,7 @@ def test_hostile_questions_through_ask_on_sqlite(askdb):
     read-only connection; the file's bytes are unchanged too."""
     database = databases.get("chinook")
     before = db_checksum(database)
-    _check_refused_or_harmless(HOSTILE_QUESTIONS, _ask_all(askdb.url, "chinook", HOSTILE_QUESTIONS), "sqlite")
+    _refused_or_harmless(askdb.url, "chinook", "sqlite", HOSTILE_QUESTIONS)
     assert db_checksum(database) == before
 
 
@@ -113,10 +116,13 @@ def test_hostile_questions_through_ask_on_postgres(askdb_pg, postgres):
     """`pg_env` connects as the owner (a superuser): the guard and the read-only session protect it."""
     owner = databases.open_database("pg_owner_check", postgres.url)
     before = db_checksum(owner)
-    replies = _ask_all(askdb_pg.url, "pg_env", HOSTILE_QUESTIONS)
-    _check_refused_or_harmless(HOSTILE_QUESTIONS, replies, "postgresql")
+    _refused_or_harmless(askdb_pg.url, "pg_env", "postgresql", HOSTILE_QUESTIONS)
     assert db_checksum(owner) == before
     owner.engine.dispose()
+
+
+def _attempts(url: str) -> float:
+    return sample_sum(url, "askdb_ask_attempts", "askdb_ask_attempts_sum")
 
 
 REPAIRED = HOSTILE_QUESTIONS[:6]  # writes and drops: the first reply is refused, and fed back
@@ -127,13 +133,9 @@ def test_a_refusal_fed_back_to_the_model_meets_the_guard_again(askdb):
     guarded like the first (the rounds happened: the attempts histogram grew past one a question)."""
     database = databases.get("chinook")
     before, attempts = db_checksum(database), _attempts(askdb.url)
-    _check_refused_or_harmless(REPAIRED, _ask_all(askdb.url, "chinook", REPAIRED, max_attempts=2), "sqlite")
+    _refused_or_harmless(askdb.url, "chinook", "sqlite", REPAIRED, max_attempts=2)
     assert _attempts(askdb.url) - attempts > len(REPAIRED)
     assert db_checksum(database) == before
-
-
-def _attempts(url: str) -> float:
-    return sample_sum(url, "askdb_ask_attempts", "askdb_ask_attempts_sum")
 
 
 # Copied from the question word for word by the model (one attempt, so no repair rewrites it).
