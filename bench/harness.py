@@ -9,9 +9,13 @@ the service does not share. It runs offline with the model's own tokenizer (`--t
 kind=hf_auto,model=<store folder>`) and synthetic prompts of `--prompt-tokens`; every request asks
 for exactly `--tokens` tokens (GuideLLM sends `ignore_eos`, which askdb honours). askdb's client
 then runs the same closed loop: as many concurrent streaming clients, the same number of requests,
-prompts of the same length, `ignore_eos`. One server serves both, one harness at a time, taking
-turns `--repeats` times (G A, A G, G A, ...) so that a machine whose speed drifts (other load) moves
-both alike; the figure compared is each harness's median tokens/s over its turns.
+prompts of the same length, `ignore_eos`, and both leave one warm-up request per stream out of
+their figures (GuideLLM: its `warmup` phase). The server and the load generators run on separate
+CPUs (`--client-cpus`, the last ones; the server gets the rest): on a small CPU machine GuideLLM's
+own processes would otherwise take cycles from the model they measure. One server serves both, one
+harness at a time, taking turns `--repeats` times (G A, A G, G A, ...) so that a machine whose speed
+drifts (other load) moves both alike; the figure compared is each harness's median tokens/s over its
+turns.
 GuideLLM's start-up check probes `/health`, which askdb does not serve (its probes are `/livez` and
 `/readyz`), so it is turned off (`validate_backend=false`); the server is ready before it starts.
 Prints a table, writes `harness.json` (with GuideLLM's whole report) and `harness.png` under `--out`.
@@ -56,8 +60,10 @@ def guidellm(
     cmd = [
         exe, "run",
         "--backend", f"kind=openai_http,target={url},model=local,validate_backend=false",  # askdb: /readyz
-        "--profile", f"kind=concurrent,streams={streams}",
-        "--constraint", f"kind=max_requests,count={requests}",
+        # warm-up as askdb's client does; GuideLLM's phase of `streams` requests leaves `streams` + 1
+        # out of its figures (measured: 2 at 1 stream, 9 at 8), so it sends that many more
+        "--profile", f"kind=concurrent,streams={streams},warmup={streams}",
+        "--constraint", f"kind=max_requests,count={requests + streams + 1}",
         "--data", f"kind=synthetic_text,prompt_tokens={args.prompt_tokens},output_tokens={args.tokens}",
         "--tokenizer", f"kind=hf_auto,model={tokenizer_dir}",
         "--output", f"kind=json,path={report}",
@@ -153,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="turns per harness, alternating")
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--client-cpus", type=int, default=1, help="CPUs for the load generators")
     parser.add_argument("--out", type=Path, default=Path("bench/results/harness"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -163,7 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     model = bentoml.models.get(DEFAULT_LLM_TAG)
     folder = Path(model.path)
     rows = []
+    cpus = sorted(os.sched_getaffinity(0))
+    clients = set(cpus[-args.client_cpus :]) if len(cpus) > args.client_cpus else set(cpus)
+    os.sched_setaffinity(0, set(cpus) - clients or clients)  # the server started next inherits these
     with peer.askdb(str(model.tag), args.device, {}) as (v1, _, _):
+        os.sched_setaffinity(0, clients)  # askdb's client here, and GuideLLM's processes, inherit these
         url = v1.removesuffix("/v1")
         for c in [int(s) for s in args.concurrency.split(",")]:
             prompts = prompts_of(folder, args.prompt_tokens, max(c, 4))
@@ -186,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "machine": platform.platform(),
         "cpus": os.cpu_count(),
+        "client_cpus": sorted(clients),
         "model": str(model.tag),
         "python": sys.version,
     }
