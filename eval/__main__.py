@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             "--before",
             default=None,
             metavar="REPORT",
-            help="learn: take the test half's before-scores from this `run` report (same code)",
+            help="take the before-scores from this `run` report (same code and options)",
         )
         x.add_argument("--concurrency", type=int, default=4)
         x.add_argument("--out", default=f"eval/reports/latest-{name}.json")
@@ -138,11 +138,11 @@ def _learning(args: argparse.Namespace) -> int:
         target = learning.InProcessTarget(args.in_process, args.db, learning.temporary_store())
     items = runner.select(scorer.load_testset(args.db), [i for i in args.ids.split(",") if i], args.limit)
     options = {**runner.ABLATIONS[args.ablation], **json.loads(args.options)}
+    before = (lambda: _report(Path(args.before))) if args.before else None
     if args.cmd == "learn":
-        before = (lambda: _report(Path(args.before))) if args.before else None
         result = learning.learn(target, items, options, args.seed, before)
     else:
-        result = learning.poison(target, items, options)
+        result = learning.poison(target, items, options, before_from=before)
     print(runner.table(result["reports"]))
     summary = {k: v for k, v in result.items() if k != "reports"}
     print(json.dumps(summary, indent=1))

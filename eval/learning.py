@@ -139,14 +139,24 @@ def _subset(report: dict, items: list[dict], options: dict) -> dict:
     if missing:
         raise ValueError(f"the before report lacks {', '.join(missing)}")
     details = [by_id[i["id"]] for i in items]
-    return runner.summarise(f"test-before ({report['label']})", options, details, report.get("model"))
+    return runner.summarise(f"before ({report['label']})", options, details, report.get("model"))
 
 
-def poison(target: Target, items: list[dict], options: dict, n: int = 50) -> dict:
-    before = target.score(items, "before-poison", options)
+def poison(
+    target: Target,
+    items: list[dict],
+    options: dict,
+    n: int = 50,
+    before_from: Callable[[], dict] | None = None,
+) -> dict:
+    """`before_from`: as in `learn`, a `run` report of the same code and options over `items` stands
+    in for the pass before the proposals are posted."""
+    before = None if before_from else target.score(items, "before-poison", options)
     bodies = malicious(items, n)
     stored = [b for b in bodies if target.propose(b)]
     after = target.score(items, "after-poison", options)
+    if before is None and before_from is not None:
+        before = _subset(before_from(), items, options)
     proposed = {b["question"] for b in bodies}
     changed = [
         b["id"]
@@ -161,6 +171,7 @@ def poison(target: Target, items: list[dict], options: dict, n: int = 50) -> dic
         "refused_at_feedback": len(bodies) - len(stored),
         "accuracy_before": before["accuracy"],
         "accuracy_after": after["accuracy"],
+        "before_from": None if before_from is None else before["label"],
         "answers_changed": changed,
         "proposals_shown_to_the_model": seen,
         "reports": [before, after],
