@@ -165,7 +165,8 @@ def _calibration(paths: list[Path]) -> int:
         print(f"{name}: {len(part)} questions")
         for row in calibration.compare(part):
             cells = " ".join(f"{r['bucket']}:{r['n']}/{r['accuracy']}" for r in row["rows"])
-            print(f"  {row['definition']:<42} ECE {row['ece']} top/overall {row['top_to_overall']} | {cells}")
+            top = f"top ({row['top_bucket']}) / overall {row['top_to_overall']}"
+            print(f"  {row['definition']:<42} ECE {row['ece']} {top} | {cells}")
     return 0
 
 

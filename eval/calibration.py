@@ -1,13 +1,14 @@
 """Reliability of /ask's `confidence`: accuracy per confidence bucket, and the expected calibration
 error (ECE: the bucket-size-weighted gap between mean confidence and accuracy). A calibrated
-confidence of 0.8 is right about 80% of the time. Empty until the runner reports logprobs
-(pipeline/confidence.py): every answer's confidence is null until then."""
+confidence of 0.8 is right about 80% of the time. Empty for a model that reports no logprobs
+(pipeline/confidence.py): its answers' confidence is null."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 
+from pipeline.confidence import statement_logprobs
 from pipeline.generate import extract_sql
 
 
@@ -53,18 +54,8 @@ def table(report: dict) -> str:
 
 def _sql_logprobs(generation: dict) -> list[float]:
     """Log-probabilities of the tokens inside the SQL statement (not fences, prose or the stop)."""
-    tokens = generation.get("tokens") or []
-    text = "".join(t for t, _ in tokens)
-    sql = extract_sql(text)
-    start = text.find(sql) if sql else -1
-    if start < 0:
-        return [lp for _, lp in tokens]
-    end, pos, out = start + len(sql), 0, []
-    for token, lp in tokens:
-        if pos + len(token) > start and pos < end:
-            out.append(lp)
-        pos += len(token)
-    return out or [lp for _, lp in tokens]
+    tokens = [(t, lp) for t, lp in generation.get("tokens") or []]
+    return statement_logprobs(tokens, extract_sql("".join(t for t, _ in tokens)))
 
 
 def _mean(values: list[float]) -> float:
@@ -72,15 +63,16 @@ def _mean(values: list[float]) -> float:
 
 
 DEFINITIONS: dict[str, Callable[[list[float], list[float]], float]] = {
-    "mean, all tokens (pipeline/confidence.py)": lambda every, sql: _mean(every),
+    "mean, all tokens (until 2026-12-08)": lambda every, sql: _mean(every),
     "mean, SQL tokens": lambda every, sql: _mean(sql),
-    "min, SQL tokens": lambda every, sql: math.exp(min(sql)),
+    "min, SQL tokens (pipeline/confidence.py)": lambda every, sql: math.exp(min(sql)),
 }
 
 
 def compare(details: list[dict], buckets: int = 5) -> list[dict]:
     """Each definition's reliability over answered questions whose reply kept its tokens (the last
-    generation wrote the SQL that ran), with the target's ratio: top-bucket accuracy / accuracy."""
+    generation wrote the SQL that ran), with the target's ratio: the accuracy of the highest bucket
+    that holds an answer / accuracy over all questions (failures included)."""
     overall = sum(bool(d["correct"]) for d in details) / len(details) if details else 0.0
     out = []
     for name, rule in DEFINITIONS.items():
@@ -93,7 +85,17 @@ def compare(details: list[dict], buckets: int = 5) -> list[dict]:
                 conf = round(rule(every, _sql_logprobs(gens[-1])), 4)
             scored.append({**d, "confidence": conf})
         rel = reliability(scored, buckets)
-        top = rel["rows"][-1]
-        ratio = top["accuracy"] / overall if top["accuracy"] is not None and overall else None
-        out.append({"definition": name, "accuracy": round(overall, 4), "top_to_overall": ratio, **rel})
+        # the highest bucket any answer reached: a definition whose scale tops out at 0.8 has its
+        # most confident answers there, and an empty 0.8-1.0 says nothing about them
+        top = next((r for r in reversed(rel["rows"]) if r["n"]), None)
+        ratio = round(top["accuracy"] / overall, 3) if top and overall else None
+        out.append(
+            {
+                "definition": name,
+                "accuracy": round(overall, 4),
+                "top_bucket": top["bucket"] if top else None,
+                "top_to_overall": ratio,
+                **rel,
+            }
+        )
     return out

@@ -15,7 +15,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from sqlglot import exp
 
-from pipeline.confidence import logprobs_of
+from pipeline.confidence import statement_logprobs, token_logprobs
 from pipeline.guard import DIALECTS
 
 # Generation stops at the end of the first statement: the SQL in the few-shot turns is one line.
@@ -87,7 +87,7 @@ def extract_sql(text: str) -> str | None:
 class Draft(NamedTuple):
     text: str  # the raw reply
     sql: str | None  # the statement extracted from it
-    logprobs: list[float] | None  # chosen-token log-probabilities, when the model reports them
+    logprobs: list[float] | None  # of the statement's tokens, when the model reports them
 
 
 async def generate(
@@ -106,7 +106,8 @@ async def generate(
     reply = await llm.bind(**params).ainvoke(messages)
     usage.add(reply)
     text = str(reply.content)
-    return Draft(text, extract_sql(text), logprobs_of(reply))
+    sql, tokens = extract_sql(text), token_logprobs(reply)
+    return Draft(text, sql, statement_logprobs(tokens, sql) if tokens else None)
 
 
 def constrained(llm: BaseChatModel, grammar: str | None) -> BaseChatModel:

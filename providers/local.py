@@ -116,7 +116,9 @@ class RunnerChatModel(BaseChatModel):
         }
         meta: dict[str, Any] = {"finish_reason": result.finish_reason, "model_name": self.model_name}
         if result.logprobs:
-            meta["logprobs"] = [t.logprob for t in result.logprobs]
+            # OpenAI's shape, as langchain-openai gives it: pipeline/confidence.py needs the tokens too
+            content = [{"token": t.token, "logprob": t.logprob} for t in result.logprobs]
+            meta["logprobs"] = {"content": content}
         message = AIMessage(content=result.text, usage_metadata=usage, response_metadata=meta)
         return ChatResult(
             generations=[ChatGeneration(message=message)], llm_output={"model_name": self.model_name}

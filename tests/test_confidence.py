@@ -1,5 +1,5 @@
-"""Confidence (pipeline/confidence.py): read from a chat reply's token log-probabilities, combined
-with the candidates' agreement, and null while the model reports none."""
+"""Confidence (pipeline/confidence.py): read from the log-probabilities of the SQL statement's tokens
+in a chat reply, combined with the candidates' agreement, and null while the model reports none."""
 
 from __future__ import annotations
 
@@ -7,25 +7,32 @@ import math
 
 from langchain_core.messages import AIMessage
 
-from pipeline.confidence import agreement, confidence, logprobs_of, token_confidence
+from pipeline.confidence import agreement, confidence, statement_logprobs, token_confidence, token_logprobs
 
 
 def test_logprobs_are_read_from_the_reply_in_either_shape() -> None:
-    runner_shape = AIMessage("SELECT 1", response_metadata={"logprobs": [-0.1, -0.2]})
+    bare = AIMessage("SELECT 1", response_metadata={"logprobs": [-0.1, -0.2]})
     openai_shape = AIMessage(
         "SELECT 1", response_metadata={"logprobs": {"content": [{"token": "SELECT", "logprob": -0.1}]}}
     )
-    assert logprobs_of(runner_shape) == [-0.1, -0.2]
-    assert logprobs_of(openai_shape) == [-0.1]
+    assert token_logprobs(bare) == [("", -0.1), ("", -0.2)]
+    assert token_logprobs(openai_shape) == [("SELECT", -0.1)]
     for meta in ({}, {"logprobs": None}, {"logprobs": []}, {"logprobs": [0.5]}, {"logprobs": ["x"]}):
-        assert logprobs_of(AIMessage("x", response_metadata=meta)) is None  # absent or not logprobs
+        assert token_logprobs(AIMessage("x", response_metadata=meta)) is None  # absent or not logprobs
 
 
-def test_token_confidence_is_the_geometric_mean_probability() -> None:
-    assert token_confidence([math.log(0.5), math.log(0.5)]) == 0.5
-    # length does not lower it, one unlikely token does
+def test_only_the_statements_tokens_count() -> None:
+    reply = [("```sql\n", -2.0), ("SELECT", -0.1), (" Name", -0.7), (" FROM Artist", -0.2), ("\n```", -3.0)]
+    assert statement_logprobs(reply, "SELECT Name FROM Artist") == [-0.1, -0.7, -0.2]  # not the fences
+    assert statement_logprobs(reply, "SELECT 1") == [lp for _, lp in reply]  # not located: all tokens
+    assert statement_logprobs([("", -0.1), ("", -0.3)], "SELECT 1") == [-0.1, -0.3]  # bare floats
+
+
+def test_token_confidence_is_the_least_likely_token() -> None:
+    assert token_confidence([math.log(0.5), math.log(0.9)]) == 0.5
+    # length does not lower it, one unlikely token (a guessed column) does, however many sure ones
     assert token_confidence([math.log(0.9)] * 40) == token_confidence([math.log(0.9)] * 4)
-    assert token_confidence([math.log(0.9)] * 9 + [math.log(0.001)]) < 0.5
+    assert token_confidence([math.log(0.99)] * 99 + [math.log(0.2)]) == 0.2
     assert token_confidence(None) is None and token_confidence([]) is None
 
 
