@@ -4,7 +4,8 @@
 `python -m eval retrieval` (what learn's prompts would show, no LLM: eval/retrieval.py),
 `python -m eval calibration REPORT` (confidence definitions compared offline),
 `python -m eval merge A.json B.json --out X.json` (runs of disjoint `--ids`, made in parallel) and
-`python -m eval check` (bank and test set are disjoint, every gold query runs)."""
+`python -m eval check` (bank and test set are disjoint, every gold query runs).
+`run`, `learn`, `poison` and `check` take `--testset PATH`: a held-out set in the same format."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import time
 from pathlib import Path
 
 from eval import calibration, learning, runner, scorer
+from pipeline import databases
+
+TESTSET_HELP = "a test set in eval/testset's format (a held-out set) instead of the database's own"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--options", default="{}", help="JSON merged into every run's /ask options")
     r.add_argument("--ids", default="", help="comma-separated test ids (default: all)")
     r.add_argument("--limit", type=int, default=None)
+    r.add_argument("--testset", type=Path, default=None, help=TESTSET_HELP)
     r.add_argument("--concurrency", type=int, default=4)
     r.add_argument("--out", default="eval/reports/latest.json")
     r.add_argument("--tag", default="", help="suffix for run labels (e.g. the model)")
@@ -51,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         x.add_argument("--options", default="{}")
         x.add_argument("--ids", default="", help="comma-separated test ids (default: all)")
         x.add_argument("--limit", type=int, default=None)
+        x.add_argument("--testset", type=Path, default=None, help=TESTSET_HELP)
         x.add_argument("--seed", type=int, default=0, help="learn: the train/test split")
         x.add_argument(
             "--before",
@@ -60,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         x.add_argument("--concurrency", type=int, default=4)
         x.add_argument("--out", default=f"eval/reports/latest-{name}.json")
-    sub.add_parser("check", help="validate the bank and the test set")
+    k = sub.add_parser("check", help="validate the bank and the test set")
+    k.add_argument("--db", default="chinook")
+    k.add_argument("--testset", type=Path, default=None, help=TESTSET_HELP)
     q = sub.add_parser("retrieval", help="what learn's test prompts would show (embeddings only)")
     q.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     c = sub.add_parser("calibration", help="confidence definitions compared on in-process reports")
@@ -88,10 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         return _learning(args)
 
     if args.cmd == "check":
-        bank, tests = scorer.load_bank(), scorer.load_testset()
+        bank, tests = scorer.load_bank(args.db), scorer.load_testset(args.db, args.testset)
         bad = scorer.overlap(bank, tests)
+        broken = scorer.broken_gold(databases.get(args.db), tests)
         print(f"bank {len(bank)} examples, test set {len(tests)} questions, overlap: {bad or 'none'}")
-        return 1 if bad else 0
+        print(f"gold queries that fail or return no rows: {broken or 'none'}")
+        return 1 if bad or broken else 0
 
     extra = json.loads(args.options)
     ids = [i for i in args.ids.split(",") if i] or None
@@ -104,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
 
             progress = Path(args.progress) if args.progress else None
             rep = inprocess.run(
-                args.in_process, label=label, options=options, ids=ids, db=args.db, progress=progress
-            )
+                args.in_process, label=label, options=options, ids=ids, db=args.db, progress=progress,
+                testset=args.testset,
+            )  # fmt: skip
         else:
             rep = runner.run(
                 args.url,
@@ -115,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 ids=ids,
                 limit=args.limit,
                 concurrency=args.concurrency,
+                testset=args.testset,
             )
         reports.append(rep)
         print(runner.table([rep]).splitlines()[-1], flush=True)
@@ -136,7 +148,8 @@ def _learning(args: argparse.Namespace) -> int:
         )
     else:
         target = learning.InProcessTarget(args.in_process, args.db, learning.temporary_store())
-    items = runner.select(scorer.load_testset(args.db), [i for i in args.ids.split(",") if i], args.limit)
+    tests = scorer.load_testset(args.db, args.testset)
+    items = runner.select(tests, [i for i in args.ids.split(",") if i], args.limit)
     options = {**runner.ABLATIONS[args.ablation], **json.loads(args.options)}
     before = (lambda: _report(Path(args.before))) if args.before else None
     if args.cmd == "learn":

@@ -115,9 +115,10 @@ def run(
     ids: list[str] | None,
     db: str = "chinook",
     progress: Path | None = None,
+    testset: Path | None = None,
 ) -> dict:
     """The test set over the static bank alone: an empty example store, not ASKDB_EXAMPLE_STORE's
     approvals (which would make the score depend on what someone approved on this machine)."""
-    items = [i for i in scorer.load_testset(db) if not ids or i["id"] in ids]
+    items = [i for i in scorer.load_testset(db, testset) if not ids or i["id"] in ids]
     store = ExampleStore(tempfile.mkdtemp(prefix="askdb-eval-examples-"))
     return Session(tag, store).score(items, label=label, options=options, db=db, progress=progress)

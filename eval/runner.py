@@ -125,8 +125,9 @@ def run(
     timeout: float = 600.0,
     items: list[dict] | None = None,
     key: str | None = None,
+    testset: Path | None = None,
 ) -> dict:
-    items = items if items is not None else select(scorer.load_testset(db), ids, limit)
+    items = items if items is not None else select(scorer.load_testset(db, testset), ids, limit)
     database = databases.get(db)
     gold = {i["id"]: scorer.run_gold(database, i["sql"])[1] for i in items}
     options = options or {}

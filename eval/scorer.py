@@ -22,8 +22,24 @@ TESTSET_DIR = ROOT / "testset"
 BANK_DIR = ROOT / "bank"
 
 
-def load_testset(db: str = "chinook") -> list[dict]:
-    return yaml.safe_load((TESTSET_DIR / f"{db}.yaml").read_text())
+ITEM_FIELDS = ("id", "question", "sql", "level")
+
+
+def load_testset(db: str = "chinook", path: Path | str | None = None) -> list[dict]:
+    """The database's test set, or the one at `path` (a held-out set in the same format: a YAML
+    list of {id, question, sql, level, ordered?}), checked for the fields every item needs."""
+    source = Path(path) if path else TESTSET_DIR / f"{db}.yaml"
+    items = yaml.safe_load(source.read_text())
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"{source}: expected a non-empty list of test items")
+    for n, item in enumerate(items):
+        missing = [f for f in ITEM_FIELDS if not isinstance(item, dict) or not item.get(f)]
+        if missing:
+            raise ValueError(f"{source}: item {n} lacks {', '.join(missing)}")
+    ids = [i["id"] for i in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{source}: ids repeat ({', '.join(sorted({i for i in ids if ids.count(i) > 1}))})")
+    return items
 
 
 def load_bank(db: str = "chinook") -> list[dict]:
@@ -47,6 +63,20 @@ def overlap(bank: list[dict], testset: list[dict]) -> list[str]:
         for t in testset
         if normalise_question(t["question"]) in questions or normalise_sql(t["sql"]) in sqls
     ]
+
+
+def broken_gold(db: Database, testset: list[dict]) -> list[str]:
+    """ "id: reason" for each test item whose gold SQL fails or returns no rows on `db`."""
+    out = []
+    for item in testset:
+        try:
+            rows = run_gold(db, item["sql"])[1]
+        except Exception as exc:  # any database error: the item cannot be scored
+            out.append(f"{item['id']}: {type(exc).__name__}")
+            continue
+        if not rows:
+            out.append(f"{item['id']}: no rows")
+    return out
 
 
 def run_gold(db: Database, sql: str) -> tuple[list[str], list[list[Any]]]:

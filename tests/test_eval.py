@@ -4,8 +4,10 @@ runs, and the scorer compares result sets the way eval/README.md says."""
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from eval import calibration, learning, poison, runner, scorer
+from eval.__main__ import main as eval_cli
 from pipeline import databases
 from pipeline.select import tables_in
 
@@ -34,6 +36,33 @@ def test_every_gold_query_runs_and_returns_rows():
     for item in scorer.load_testset() + scorer.load_bank():
         columns, rows = scorer.run_gold(db, item["sql"])
         assert columns and rows, item["question"]
+
+
+def test_a_held_out_set_is_checked_before_it_is_scored(tmp_path, capsys):
+    """`--testset PATH`: a set nobody here has seen is loaded, checked against the bank and its gold
+    queries run; a malformed one is refused naming the item and the field."""
+    good = tmp_path / "held-out.yaml"
+    held = {"id": "h1", "level": "easy", "question": "How many media types are there?"}
+    good.write_text(yaml.safe_dump([{**held, "sql": "SELECT COUNT(*) FROM MediaType"}]))
+    assert scorer.load_testset(path=good)[0]["id"] == "h1"
+    assert eval_cli(["check", "--testset", str(good)]) == 0
+    bank_item = scorer.load_bank()[0]
+    leaked = tmp_path / "leaked.yaml"  # a bank question, and a gold query that returns nothing
+    leaked.write_text(
+        yaml.safe_dump(
+            [
+                {"id": "h1", "level": "easy", "question": bank_item["question"], "sql": "SELECT 1"},
+                {**held, "id": "h2", "sql": "SELECT Name FROM Artist WHERE 0"},
+            ]
+        )
+    )
+    assert eval_cli(["check", "--testset", str(leaked)]) == 1
+    out = capsys.readouterr().out
+    assert "overlap: ['h1']" in out and "h2: no rows" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump([held]))
+    with pytest.raises(ValueError, match="item 0 lacks sql"):
+        scorer.load_testset(path=bad)
 
 
 def test_scorer_compares_result_sets():
