@@ -19,8 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 CHECK_JSONSCHEMA = str(Path(sys.executable).with_name("check-jsonschema"))
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
-# Secrets the release needs; README.md "Shipping" tells users to define exactly these.
-RELEASE_SECRETS = {"REGISTRY", "IMAGE_NAMESPACE", "REGISTRY_USERNAME", "REGISTRY_PASSWORD"}
+# Secrets the release needs (the registry's, and the held-out test set); README.md "Shipping" tells
+# users to define exactly these.
+RELEASE_SECRETS = {
+    "REGISTRY", "IMAGE_NAMESPACE", "REGISTRY_USERNAME", "REGISTRY_PASSWORD", "HELD_OUT_TESTSET",
+}  # fmt: skip
 
 
 def load(path: Path) -> dict:
@@ -89,7 +92,7 @@ def test_ci_runs_tests_on_push() -> None:
 def test_release_builds_and_pushes_both_flavours_on_tags() -> None:
     release = load(ROOT / ".github/workflows/release.yml")
     assert release["on"]["push"]["tags"], "release must trigger on tags"
-    [job] = release["jobs"].values()
+    job = release["jobs"]["images"]
     assert job["strategy"]["matrix"]["flavour"] == ["cpu", "cuda"]
     text = (ROOT / ".github/workflows/release.yml").read_text()
     assert "deploy/image/build.sh --flavour" in text and "docker push" in text
@@ -97,3 +100,15 @@ def test_release_builds_and_pushes_both_flavours_on_tags() -> None:
     assert used == RELEASE_SECRETS
     readme = (ROOT / "README.md").read_text()
     assert all(f"`{name}`" in readme for name in RELEASE_SECRETS), "README must name every secret"
+
+
+def test_release_scores_the_held_out_set_without_showing_it() -> None:
+    """eval/README.md "Held-out set": every release is scored on a set kept in a secret; the job
+    checks it, scores it in process, and lets only the scores out (not the questions or SQL)."""
+    job = load(ROOT / ".github/workflows/release.yml")["jobs"]["held-out-eval"]
+    script = "\n".join(step["run"] for step in job["steps"] if "run" in step)
+    assert "eval check --testset" in script and "eval run --in-process" in script
+    assert '--testset "$RUNNER_TEMP/held-out.yaml" --out' in script and "> /dev/null" in script
+    assert 'r.pop("questions")' in script
+    [upload] = [s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact")]
+    assert upload["with"]["path"] == "held-out-scores.json"
