@@ -58,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         x.add_argument("--limit", type=int, default=None)
         x.add_argument("--testset", type=Path, default=None, help=TESTSET_HELP)
         x.add_argument("--seed", type=int, default=0, help="learn: the train/test split")
+        if name == "learn":
+            x.add_argument(
+                "--paired",
+                type=Path,
+                default=None,
+                metavar="VARIANTS",
+                help="test on these variants (eval/testset/<db>-variants.yaml), train on their originals",
+            )
         x.add_argument(
             "--before",
             default=None,
@@ -152,7 +160,10 @@ def _learning(args: argparse.Namespace) -> int:
     items = runner.select(tests, [i for i in args.ids.split(",") if i], args.limit)
     options = {**runner.ABLATIONS[args.ablation], **json.loads(args.options)}
     before = (lambda: _report(Path(args.before))) if args.before else None
-    if args.cmd == "learn":
+    if args.cmd == "learn" and args.paired:
+        variants = scorer.load_testset(args.db, args.paired)
+        result = learning.learn_paired(target, variants, tests, options)
+    elif args.cmd == "learn":
         result = learning.learn(target, items, options, args.seed, before)
     else:
         result = learning.poison(target, items, options, before_from=before)

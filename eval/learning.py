@@ -106,6 +106,30 @@ def learn(
     the after-pass is done; the test half's "before" comes from it instead of a pass of its own
     (greedy decoding writes the same SQL), so several seeds can share one pass over the whole set."""
     train, test = split(items, seed)
+    return {"mode": "learn", "seed": seed, **_learn(target, train, test, options, before_from)}
+
+
+def learn_paired(target: Target, variants: list[dict], originals: list[dict], options: dict) -> dict:
+    """The test half is `variants` (eval/testset/<db>-variants.yaml: each rephrases the test question
+    its `of` names, same structure, another value); the training half is those originals, whose
+    gold pairs are approved. The halves of `learn` share no query template (every test question is
+    its own), so they show whether unrelated approvals distract; these show whether an approved
+    answer helps the next user who asks the same kind of question."""
+    by_id = {o["id"]: o for o in originals}
+    unknown = [v["id"] for v in variants if v.get("of") not in by_id]
+    if unknown:
+        raise ValueError(f"variants without an original (`of`): {', '.join(unknown)}")
+    train = [by_id[v["of"]] for v in variants]
+    return {"mode": "learn-paired", **_learn(target, train, variants, options, None)}
+
+
+def _learn(
+    target: Target,
+    train: list[dict],
+    test: list[dict],
+    options: dict,
+    before_from: Callable[[], dict] | None,
+) -> dict:
     before = None if before_from else target.score(test, "test-before", options)
     approved = []
     for item in train:
@@ -115,12 +139,9 @@ def learn(
             approved.append(item["id"])
     after = target.score(test, "test-after", options)
     if before is None and before_from is not None:
-        before_report = before_from()
-        before = _subset(before_report, test, options)
+        before = _subset(before_from(), test, options)
     used = sum(bool(set(shown(d)) & {i["question"] for i in train}) for d in after["questions"])
     return {
-        "mode": "learn",
-        "seed": seed,
         "train": [i["id"] for i in train],
         "approved": approved,
         "test_questions_shown_an_approved_example": used,

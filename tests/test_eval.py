@@ -171,3 +171,20 @@ def test_confidence_definitions_are_compared_on_the_kept_tokens():
     assert low["rows"][0]["n"] == 1  # exp(-2.3) = 0.10: the guessed table name
     assert low["top_to_overall"] == 3.0  # 1.0 at the top against 1 of 3 overall
     assert rows["mean, all tokens (until 2026-12-08)"]["rows"][-1]["n"] == 1
+
+
+def test_variants_rephrase_test_questions_and_are_not_copies():
+    """eval/testset/chinook-variants.yaml (`learn --paired`): every variant names a real test question,
+    is in neither the bank nor the test set, and its answer differs from its original's, so copying
+    the approved original verbatim is never scored right."""
+    db = databases.get("chinook")
+    originals = {i["id"]: i for i in scorer.load_testset()}
+    variants = scorer.load_testset(path=scorer.TESTSET_DIR / "chinook-variants.yaml")
+    assert len(variants) >= 24
+    assert not scorer.overlap(scorer.load_bank(), variants)
+    assert not scorer.overlap(list(originals.values()), variants)
+    assert not scorer.broken_gold(db, variants)
+    for v in variants:
+        original = originals[v["of"]]
+        gold, theirs = scorer.run_gold(db, v["sql"])[1], scorer.run_gold(db, original["sql"])[1]
+        assert not scorer.same_result(theirs, gold, ordered=bool(v.get("ordered"))), v["id"]
