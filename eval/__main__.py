@@ -204,5 +204,14 @@ def _report(path: Path, wait_s: float = 7200.0) -> dict:
     return json.loads(path.read_text())
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """`main`, with a test set that cannot be scored said in one line (exit 2), not a traceback."""
+    try:
+        return main(argv)
+    except scorer.TestsetError as exc:
+        print(f"eval: {exc}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -24,7 +24,7 @@ from typing import Protocol
 
 import httpx
 
-from eval import runner
+from eval import runner, scorer
 from eval.poison import malicious
 from pipeline import databases
 from pipeline.example_store import ExampleStore, ProposalError
@@ -118,7 +118,7 @@ def learn_paired(target: Target, variants: list[dict], originals: list[dict], op
     by_id = {o["id"]: o for o in originals}
     unknown = [v["id"] for v in variants if v.get("of") not in by_id]
     if unknown:
-        raise ValueError(f"variants without an original (`of`): {', '.join(unknown)}")
+        raise scorer.TestsetError(f"variants without an original (`of`): {', '.join(unknown)}")
     train = [by_id[v["of"]] for v in variants]
     return {"mode": "learn-paired", **_learn(target, train, variants, options, None)}
 

@@ -25,20 +25,25 @@ BANK_DIR = ROOT / "bank"
 ITEM_FIELDS = ("id", "question", "sql", "level")
 
 
+class TestsetError(ValueError):
+    """A test set that cannot be scored: the message names the file, the item and the field."""
+
+
 def load_testset(db: str = "chinook", path: Path | str | None = None) -> list[dict]:
     """The database's test set, or the one at `path` (a held-out set in the same format: a YAML
     list of {id, question, sql, level, ordered?}), checked for the fields every item needs."""
     source = Path(path) if path else TESTSET_DIR / f"{db}.yaml"
     items = yaml.safe_load(source.read_text())
     if not isinstance(items, list) or not items:
-        raise ValueError(f"{source}: expected a non-empty list of test items")
+        raise TestsetError(f"{source}: expected a non-empty list of test items")
     for n, item in enumerate(items):
         missing = [f for f in ITEM_FIELDS if not isinstance(item, dict) or not item.get(f)]
         if missing:
-            raise ValueError(f"{source}: item {n} lacks {', '.join(missing)}")
+            raise TestsetError(f"{source}: item {n} lacks {', '.join(missing)}")
     ids = [i["id"] for i in items]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{source}: ids repeat ({', '.join(sorted({i for i in ids if ids.count(i) > 1}))})")
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        raise TestsetError(f"{source}: ids repeat ({', '.join(repeated)})")
     return items
 
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from eval import calibration, learning, poison, runner, scorer
-from eval.__main__ import main as eval_cli
+from eval.__main__ import cli as eval_cli
 from pipeline import databases
 from pipeline.select import tables_in
 
@@ -61,8 +61,10 @@ def test_a_held_out_set_is_checked_before_it_is_scored(tmp_path, capsys):
     assert "overlap: ['h1']" in out and "h2: no rows" in out
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump([held]))
-    with pytest.raises(ValueError, match="item 0 lacks sql"):
+    with pytest.raises(scorer.TestsetError, match="item 0 lacks sql"):
         scorer.load_testset(path=bad)
+    assert eval_cli(["check", "--testset", str(bad)]) == 2  # one line on stderr, no traceback
+    assert "item 0 lacks sql" in capsys.readouterr().err
 
 
 def test_scorer_compares_result_sets():
