@@ -138,7 +138,7 @@ def _learn(
             target.approve(pid)
             approved.append(item["id"])
     after = target.score(test, "test-after", options)
-    if before is None and before_from is not None:
+    if before_from is not None:  # read only now: a whole-set run may still be writing it
         before = _subset(before_from(), test, options)
     used = sum(bool(set(shown(d)) & {i["question"] for i in train}) for d in after["questions"])
     return {
@@ -176,7 +176,7 @@ def poison(
     bodies = malicious(items, n)
     stored = [b for b in bodies if target.propose(b)]
     after = target.score(items, "after-poison", options)
-    if before is None and before_from is not None:
+    if before_from is not None:
         before = _subset(before_from(), items, options)
     proposed = {b["question"] for b in bodies}
     changed = [
